@@ -379,3 +379,48 @@ def test_gradients_finite_on_black_and_white(value: float) -> None:
         assert x.grad is not None and bool(torch.isfinite(x.grad).all())
         if value > 0:
             assert float(x.grad.abs().sum()) > 0
+
+
+def _np_round(v: float) -> float:
+    return math.copysign(math.floor(abs(v) + 0.5), v)
+
+
+def np_pattern_complexity(img: np.ndarray) -> np.ndarray:
+    """Per-pixel loop of Wu's orientation-bin count (MATLAB func_cmlx_num_compute), then the 3x3
+    Gaussian (sigma 1, zero padding)."""
+    h, w = img.shape
+    p = np.pad(img, 1, mode="symmetric")
+    bins = np.zeros((h, w), dtype=int)
+    textured = np.zeros((h, w), dtype=bool)
+    for i in range(h):
+        for j in range(w):
+            win = p[i : i + 3, j : j + 3]
+            gx = float(win[:, 2].sum() - win[:, 0].sum()) / 3.0
+            gy = float(win[2, :].sum() - win[0, :].sum()) / 3.0
+            textured[i, j] = math.hypot(gx, gy) >= 5.0
+            theta = _np_round(math.degrees(math.atan2(gy, gx)))
+            if theta > 90:
+                theta -= 180
+            if theta < -90:
+                theta += 180
+            theta = theta + 90 if textured[i, j] else 192.0
+            bins[i, j] = int(_np_round(theta / 12.0))
+    count = np.ones((h, w))
+    for i in range(1, h - 1):
+        for j in range(1, w - 1):
+            if textured[i, j]:
+                count[i, j] = len({bins[i + di, j + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)})
+    return np_gauss_filter(count, 3, 1.0)
+
+
+def test_wu_pattern_complexity_matches_numpy_loop() -> None:
+    from jndkit.perception.jnd import _pattern_complexity
+
+    rng = np.random.default_rng(8)
+    img = np.full((14, 14), 100.0)
+    img[:, 7:] = rng.integers(0, 256, (14, 7)).astype(float)  # half flat, half texture
+    img[2:5, 1:6] = 10.0 * np.arange(5)[None, :]  # a ramp: one orientation
+    ref = np_pattern_complexity(img)
+    out = _pattern_complexity(torch.tensor(img).view(1, 1, 14, 14))[0, 0].numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    assert ref[5:-5, 9:-2].mean() > 2.0  # textured pixels see several orientations
