@@ -1,0 +1,632 @@
+"""The one attack engine.
+
+Every method (the seeds' and the baselines) is a :class:`Method`: a small
+configuration of loss terms, an update rule, gradient transforms and a
+projection. :func:`run_attack` owns everything else, once:
+
+* a batched loop with a per-sample *active* mask; finished samples leave the
+  batch (every per-sample tensor, optimiser state included, is compacted);
+* success is decided on the **quantized** image (round to 1/255, what a saved
+  PNG holds), optionally also after a robustness transform (JPEG re-encoding);
+  a sample stops at its first quantized success and its iteration ``K`` is
+  recorded (seed 000's JND image). A sample whose float image would succeed
+  but whose quantized image does not keeps iterating;
+* the quantized check is skipped for a sample whose quantized image did not
+  change since its last check (its answer cannot have changed), which makes
+  methods with sub-level steps nearly free to check;
+* best-so-far per sample (the highest-margin quantized image) for samples that
+  never succeed;
+* retries with weaker perceptual weight for samples that failed (seed 002's
+  ``beta += delta`` schedule, generalised: :class:`Retry`);
+* an optional pruning pass that undoes changed values the success does not
+  need (:func:`prune`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .._checks import check_image_batch
+from ..errors import InputError
+from ..goals import Goal
+from ..images import quantize
+
+LEVEL = 1.0 / 255.0
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+# ----------------------------------------------------------------------------------
+# Context handed to the pieces of a method
+# ----------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """What the loss terms and projections of a method see at one iteration.
+
+    Attributes:
+        x: candidate image ``[b,3,H,W]`` (differentiable) of the active samples.
+        x0: their clean images.
+        outputs: victim outputs on ``x`` (after the input transform, if any).
+        goal: the bound goal restricted to the active samples.
+        params: the method's scalar parameters (weights, step sizes), after retries.
+        extras: per-sample tensors prepared once (JND maps, bounds), compacted with the batch.
+        iteration: 0-based iteration number.
+    """
+
+    x: torch.Tensor
+    x0: torch.Tensor
+    outputs: torch.Tensor
+    goal: Goal
+    params: Mapping[str, float]
+    extras: dict[str, torch.Tensor]
+    iteration: int
+
+
+LossTerm = Callable[[Context], torch.Tensor]
+"""A loss term maps a context to a per-sample loss ``[b]`` (to be minimised)."""
+
+
+class Parametrisation(Protocol):
+    """How the optimised variable ``v`` maps to the image."""
+
+    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
+             gen: torch.Generator) -> torch.Tensor: ...
+
+    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Delta:
+    """``x = clamp(x0 + v, 0, 1)``. ``init`` is zero, or uniform in ``±random_start`` (``params`` key,
+    in [0,1] units), or uniform in ``±init_scale * extras['bound']`` (seed 004)."""
+
+    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
+             gen: torch.Generator) -> torch.Tensor:
+        r = float(params.get("random_start", 0.0))
+        s = float(params.get("init_scale", 0.0))
+        if r > 0:
+            u = torch.rand(x0.shape, generator=gen, device=gen.device).to(x0.device)
+            return (2 * u - 1) * r
+        if s > 0 and "bound" in extras:
+            u = torch.rand(x0.shape, generator=gen, device=gen.device).to(x0.device)
+            return (2 * u - 1) * s * extras["bound"]
+        return torch.zeros_like(x0)
+
+    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return (x0 + v).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Tanh:
+    """C&W's change of variable ``x = (tanh(w) + 1) / 2`` (box constraint without clipping).
+
+    ``init`` uses ``atanh`` of the image shrunk by ``1 - 1e-6`` so that exact 0 and 1 stay finite.
+    """
+
+    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
+             gen: torch.Generator) -> torch.Tensor:
+        return torch.atanh((2 * x0 - 1) * (1 - 1e-6))
+
+    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(v) + 1) / 2
+
+
+# ----------------------------------------------------------------------------------
+# Update rules: per-sample state as tensors, so the batch can be compacted
+# ----------------------------------------------------------------------------------
+class UpdateRule(Protocol):
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def step(self, v: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
+             params: Mapping[str, float], it: int, ctx: "StepInfo") -> torch.Tensor: ...
+
+
+@dataclass
+class StepInfo:
+    """Extra facts an update rule may use: the clean image, the candidate's current image,
+    the victim and the bound goal of the active samples (DeepFool-style rules need the victim)."""
+
+    x0: torch.Tensor
+    x: torch.Tensor
+    extras: dict[str, torch.Tensor]
+    victim: nn.Module | None = None
+    goal: Goal | None = None
+
+
+@dataclass(frozen=True)
+class GradientDescent:
+    """``v <- v - lr * g`` (seed 000 eq. 3-4: plain gradient descent with step ``alpha``)."""
+
+    lr_key: str = "lr"
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        return v - float(params[self.lr_key]) * g
+
+
+@dataclass(frozen=True)
+class SignStep:
+    """``v <- v - alpha * sign(g)`` (FGSM, BIM, PGD, MI-FGSM, DI²-FGSM)."""
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        return v - float(params["alpha"]) * g.sign()
+
+
+@dataclass(frozen=True)
+class ValueStep:
+    """FGV (seed 000 eq. 8): ``v <- v - alpha * g / max|g|`` per sample (the gradient's values, scaled)."""
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        scale = g.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return v - float(params["alpha"]) * g / scale
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with per-sample state (bias-corrected), written out so the batch can shrink."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"m": torch.zeros_like(v), "s": torch.zeros_like(v)}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        t = it + 1
+        state["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        state["s"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        mhat = state["m"] / (1 - self.beta1**t)
+        shat = state["s"] / (1 - self.beta2**t)
+        return v - float(params["lr"]) * mhat / (shat.sqrt() + self.eps)
+
+
+@dataclass(frozen=True)
+class LevelStep:
+    """Quantization-aware step: move only the ``n`` values with the largest ``|g|`` by one 8-bit level.
+
+    ``n = max(1, fraction * numel)`` per sample, where ``fraction = params['fraction']``.
+    A value moves only if it stays in [0,1] and within ``params['max_levels']`` levels of the
+    clean value. The image is therefore always exactly an 8-bit image.
+    """
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        b = v.shape[0]
+        direction = -g.sign()
+        new = v + direction * LEVEL
+        x_new = ctx.x0 + new
+        max_levels = float(params.get("max_levels", 1.0))
+        ok = (x_new >= -1e-6) & (x_new <= 1 + 1e-6) & (new.abs() <= max_levels * LEVEL + 1e-6) & (g != 0)
+        # prefer values not yet changed: a second level on the same value costs more PSNR
+        used = (v.abs() * 255.0).round()
+        score = (g.abs() * ok / (1.0 + used)).flatten(1)
+        n = max(1, int(float(params["fraction"]) * score.shape[1]))
+        top = score.topk(n, dim=1)
+        mask = torch.zeros_like(score)
+        mask.scatter_(1, top.indices, (top.values > 0).to(mask.dtype))
+        mask = mask.view_as(v)
+        out = v + mask * direction * LEVEL
+        # keep v on the exact level grid relative to the (already 8-bit) clean image
+        return torch.round(out * 255.0) / 255.0 if b else out
+
+
+# ----------------------------------------------------------------------------------
+# Gradient and input transforms (composable: momentum + input diversity + ...)
+# ----------------------------------------------------------------------------------
+class GradTransform(Protocol):
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def __call__(self, g: torch.Tensor, state: dict[str, torch.Tensor], params: Mapping[str, float]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Momentum:
+    """MI-FGSM: ``g_t = mu * g_{t-1} + g / ||g||_1`` (per sample)."""
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"momentum": torch.zeros_like(v)}
+
+    def __call__(self, g, state, params):  # type: ignore[no-untyped-def]
+        norm = g.abs().flatten(1).mean(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
+        state["momentum"].mul_(float(params.get("mu", 1.0))).add_(g / norm)
+        return state["momentum"].clone()
+
+
+InputTransform = Callable[[torch.Tensor, Mapping[str, float], torch.Generator], torch.Tensor]
+
+
+def input_diversity(x: torch.Tensor, params: Mapping[str, float], gen: torch.Generator) -> torch.Tensor:
+    """DI²-FGSM's random resize-and-pad, applied with probability ``diversity_prob``.
+
+    The image is resized to a random ``rnd`` in ``[size, size * resize_rate)`` (nearest) and
+    zero-padded at a random place to ``size * resize_rate``, then used as the victim's input.
+    """
+    p = float(params.get("diversity_prob", 0.5))
+    rate = float(params.get("resize_rate", 0.9))
+    if torch.rand((), generator=gen, device=gen.device).item() >= p:
+        return x
+    h, w = x.shape[-2:]
+    size = min(h, w)
+    small, big = (int(size * rate), size) if rate < 1 else (size, int(size * rate))
+    rnd = int(torch.randint(small, big, (), generator=gen, device=gen.device).item())
+    resized = nn.functional.interpolate(x, size=(rnd, rnd), mode="nearest")
+    rem = big - rnd
+    top = int(torch.randint(0, rem + 1, (), generator=gen, device=gen.device).item())
+    left = int(torch.randint(0, rem + 1, (), generator=gen, device=gen.device).item())
+    return nn.functional.pad(resized, (left, rem - left, top, rem - top), value=0.0)
+
+
+# ----------------------------------------------------------------------------------
+# Projections
+# ----------------------------------------------------------------------------------
+Projection = Callable[[torch.Tensor, torch.Tensor, Mapping[str, float], dict[str, torch.Tensor]], torch.Tensor]
+
+
+def project_linf(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
+                 extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Clip ``v`` to ``±eps`` and keep ``x0 + v`` in [0,1]."""
+    eps = float(params["eps"])
+    return (x0 + v.clamp(-eps, eps)).clamp(0, 1) - x0
+
+
+def project_bound_round(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
+                        extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Seed 004: clip to the per-pixel bound ``±extras['bound']``, keep [0,1], round to 1/255."""
+    b = extras["bound"]
+    v = torch.maximum(torch.minimum(v, b), -b)
+    x = quantize((x0 + v).clamp(0, 1))
+    return x - x0
+
+
+# ----------------------------------------------------------------------------------
+# Methods and retries
+# ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Retry:
+    """Re-attack the samples that failed with changed parameters (seed 002 eq. 8).
+
+    Each retry sets ``params[k] += shift[k]`` for the keys in ``shift`` whose value is
+    non-zero (and keeps them at or above ``floor``), and ``params[k] *= scale[k]``.
+    """
+
+    shift: Mapping[str, float] = field(default_factory=dict)
+    scale: Mapping[str, float] = field(default_factory=dict)
+    max_tries: int = 10
+    floor: float = 0.0
+
+    def next(self, params: Mapping[str, float]) -> dict[str, float]:
+        out = dict(params)
+        for k, d in self.shift.items():
+            if out.get(k, 0.0) != 0.0:
+                out[k] = max(self.floor, out[k] + d)
+        for k, s in self.scale.items():
+            out[k] = out.get(k, 0.0) * s
+        return out
+
+
+Prepare = Callable[[torch.Tensor, Mapping[str, float]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method is a configuration of the engine.
+
+    Args:
+        name: its name in reports.
+        loss_terms: ``(weight_key, term)`` pairs; the objective is
+            ``sum(params[weight_key] * term(ctx))`` (``weight_key=None`` means weight 1).
+        update: the update rule.
+        params: scalar parameters (weights, steps, eps, ...).
+        parametrisation: how the variable maps to the image (:class:`Delta` or :class:`Tanh`).
+        projection: applied to the variable after each update (optional).
+        grad_transforms: applied to the gradient in order (momentum, ...).
+        input_transform: applied to the image before the victim, for the gradient only (DI).
+        prepare: computes per-sample extras once from the clean batch (JND maps, bounds).
+        retry: what to change when re-attacking the failures.
+        max_iter: default iteration budget.
+        prune: undo changed values that success does not need, after success.
+        check_every: quantized success check period (1 = every iteration).
+        description: one line for ``jndkit methods``.
+    """
+
+    name: str
+    loss_terms: tuple[tuple[str | None, LossTerm], ...]
+    update: Any
+    params: Mapping[str, float] = field(default_factory=dict)
+    parametrisation: Any = Delta()
+    projection: Projection | None = None
+    grad_transforms: tuple[Any, ...] = ()
+    input_transform: InputTransform | None = None
+    prepare: Prepare | None = None
+    retry: Retry | None = None
+    max_iter: int = 100
+    prune: bool = False
+    check_every: int = 1
+    description: str = ""
+
+    def with_params(self, **changes: float) -> "Method":
+        """A copy with some parameters changed (unknown names are an error)."""
+        unknown = set(changes) - set(self.params)
+        if unknown:
+            raise InputError(f"method {self.name} has no parameter(s) {sorted(unknown)}; it has {sorted(self.params)}")
+        return dataclasses.replace(self, params={**self.params, **changes})
+
+    def objective(self, ctx: Context) -> torch.Tensor:
+        total = torch.zeros(ctx.x.shape[0], device=ctx.x.device)
+        for key, term in self.loss_terms:
+            w = 1.0 if key is None else float(ctx.params[key])
+            if w != 0.0:
+                total = total + w * term(ctx)
+        return total
+
+
+# ----------------------------------------------------------------------------------
+# Results
+# ----------------------------------------------------------------------------------
+@dataclass
+class AttackResult:
+    """Per-batch result of :func:`run_attack`; index ``i`` is sample ``i`` of the input.
+
+    Attributes:
+        x_adv: ``[B,3,H,W]`` adversarial images, already quantized (the 8-bit image to save).
+        success: ``bool[B]``: the quantized image reaches the goal (and survives the robustness
+            transform, if one was given).
+        iterations: ``[B]`` iteration ``K`` of the first quantized success (seed 000's JND
+            image), counted over all tries; the budget used for failures.
+        margin: ``[B]`` goal margin of ``x_adv`` (logits; > kappa means reached).
+        tries: ``[B]`` how many runs the sample needed (1 = no retry).
+        seconds: wall time of the whole batch divided by the batch size.
+        params: per sample, the parameters of the run that produced ``x_adv``.
+        history: per iteration, the mean goal margin over the samples still running
+            (for confidence-along-iterations plots) when ``record_history`` was asked.
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    iterations: torch.Tensor
+    margin: torch.Tensor
+    tries: torch.Tensor
+    seconds: float
+    params: list[dict[str, float]]
+    history: list[list[float]] = field(default_factory=list)
+
+
+def _take(d: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in d.items()}
+
+
+@torch.no_grad()
+def _evaluate(victim: nn.Module, goal: Goal, xq: torch.Tensor,
+              robust: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Margin and reached on the quantized image (and its robust transform: both must hold)."""
+    out = victim(xq)
+    margin = goal.margin(out)
+    if robust is not None:
+        margin = torch.minimum(margin, goal.margin(victim(robust(xq))))
+    return margin, margin > goal.kappa
+
+
+def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, params: Mapping[str, float],
+              extras: dict[str, torch.Tensor], max_iter: int, gen: torch.Generator,
+              robust: Callable[[torch.Tensor], torch.Tensor] | None, progress: ProgressFn | None,
+              offset: int, total: int, history: list[list[float]] | None,
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One run over the batch. Returns (x_adv quantized, success, K, margin)."""
+    b = x0.shape[0]
+    dev = x0.device
+    x_best = quantize(x0).clone()
+    success = torch.zeros(b, dtype=torch.bool, device=dev)
+    iters = torch.full((b,), max_iter, dtype=torch.long, device=dev)
+    best_margin = torch.full((b,), float("-inf"), device=dev)
+
+    # Iteration 0: the clean (quantized) image may already satisfy the goal.
+    m0, r0 = _evaluate(victim, goal, x_best, robust)
+    best_margin.copy_(m0)
+    success |= r0
+    iters[r0] = 0
+
+    active = (~success).nonzero().squeeze(1)
+    v = method.parametrisation.init(x0[active], params, _take(extras, active), gen)
+    state = method.update.init(v)
+    tstates = [t.init(v) for t in method.grad_transforms]
+    last_q = x_best[active].clone()
+    goal_a = goal[active]
+    x0_a = x0[active]
+    extras_a = _take(extras, active)
+
+    for it in range(max_iter):
+        if active.numel() == 0:
+            break
+        v = v.detach().requires_grad_(True)
+        x = method.parametrisation.image(v, x0_a)
+        x_in = method.input_transform(x, params, gen) if method.input_transform else x
+        with torch.enable_grad():
+            outputs = victim(x_in)
+            ctx = Context(x=x, x0=x0_a, outputs=outputs, goal=goal_a, params=params, extras=extras_a, iteration=it)
+            loss = method.objective(ctx)
+            (g,) = torch.autograd.grad(loss.sum(), v)
+        g = g.detach()
+        for t, st in zip(method.grad_transforms, tstates):
+            g = t(g, st, params)
+        with torch.no_grad():
+            info = StepInfo(x0=x0_a, x=x.detach(), extras=extras_a, victim=victim, goal=goal_a)
+            v = method.update.step(v.detach(), g, state, params, it, info)
+            if method.projection is not None:
+                v = method.projection(v, x0_a, params, extras_a)
+
+            if (it + 1) % method.check_every and it + 1 < max_iter:
+                continue
+            xq = quantize(method.parametrisation.image(v, x0_a))
+            changed = (xq != last_q).flatten(1).any(dim=1)
+            if changed.any():
+                cidx = changed.nonzero().squeeze(1)
+                m, r = _evaluate(victim, goal_a[cidx], xq[cidx], robust)
+                last_q[cidx] = xq[cidx]
+                orig = active[cidx]
+                better = m > best_margin[orig]
+                upd = orig[better | r]
+                sel = cidx[better | r]
+                x_best[upd] = xq[sel]
+                best_margin[orig] = torch.maximum(best_margin[orig], m)
+                best_margin[orig[r]] = m[r]
+                newly = orig[r]
+                success[newly] = True
+                iters[newly] = it + 1
+                if history is not None:
+                    history.append([float(m.mean())])
+                if r.any():
+                    keep = (~r).nonzero().squeeze(1)
+                    keep_full = torch.ones(active.numel(), dtype=torch.bool, device=dev)
+                    keep_full[cidx[r]] = False
+                    keep = keep_full.nonzero().squeeze(1)
+                    active = active[keep]
+                    v = v[keep]
+                    x0_a = x0_a[keep]
+                    last_q = last_q[keep]
+                    goal_a = goal_a[keep]
+                    extras_a = _take(extras_a, keep)
+                    state = _take(state, keep)
+                    tstates = [_take(s, keep) for s in tstates]
+            if progress is not None:
+                progress(offset + it + 1, total, {"active": int(active.numel()), "succeeded": int(success.sum())})
+    return x_best, success, iters, best_margin
+
+
+def run_attack(
+    method: Method,
+    victim: nn.Module,
+    goal: Goal,
+    x0: torch.Tensor,
+    max_iter: int | None = None,
+    seed: int = 0,
+    robust: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    retries: bool = True,
+    progress: ProgressFn | None = None,
+    record_history: bool = False,
+) -> AttackResult:
+    """Attack a batch ``x0`` ``[B,3,H,W]`` in [0,1] and return the quantized adversarial images.
+
+    Args:
+        method: the method configuration.
+        victim: maps images to outputs (logits, embeddings).
+        goal: an unbound goal (bound here to the clean outputs) or one already bound.
+        max_iter: iteration budget per run (default: the method's).
+        seed: seeds a private ``torch.Generator`` (random starts, input diversity): same seed,
+            same input, same output.
+        robust: optional transform of the quantized image (e.g. JPEG re-encoding) that must also
+            reach the goal.
+        retries: run the method's :class:`Retry` schedule on the failures.
+        progress: ``progress(step, total, info)`` callback (no printing in the library).
+        record_history: keep the mean margin along iterations.
+    """
+    check_image_batch(x0, "x0")
+    t0 = time.perf_counter()
+    budget = int(max_iter if max_iter is not None else method.max_iter)
+    if budget < 0:
+        raise InputError(f"max_iter must be >= 0, got {budget}")
+    x0 = x0.detach()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    with torch.no_grad():
+        clean = victim(x0)
+    if not goal.bound:
+        goal = goal.bind(clean, victim)
+    extras = method.prepare(x0, method.params) if method.prepare else {}
+    b = x0.shape[0]
+    params = dict(method.params)
+    max_tries = 1 + (method.retry.max_tries if (retries and method.retry) else 0)
+    total = budget * max_tries
+    history: list[list[float]] | None = [] if record_history else None
+
+    x_adv, success, iters, margin = _run_once(method, victim, goal, x0, params, extras, budget, gen, robust,
+                                              progress, 0, total, history)
+    tries = torch.ones(b, dtype=torch.long)
+    used = [dict(params) for _ in range(b)]
+    spent = iters.clone()
+    for k in range(1, max_tries):
+        failed = (~success).nonzero().squeeze(1)
+        if failed.numel() == 0:
+            break
+        params = method.retry.next(params)  # type: ignore[union-attr]
+        xa, s, it_k, m = _run_once(method, victim, goal[failed], x0[failed], params, _take(extras, failed), budget,
+                                   gen, robust, progress, k * budget, total, history)
+        x_adv[failed] = torch.where(s.view(-1, 1, 1, 1) | (m > margin[failed]).view(-1, 1, 1, 1), xa, x_adv[failed])
+        margin[failed] = torch.where(s | (m > margin[failed]), m, margin[failed])
+        success[failed] = s
+        spent[failed] = spent[failed] + it_k
+        tries[failed] = k + 1
+        for j, i in enumerate(failed.tolist()):
+            used[i] = dict(params)
+    if method.prune:
+        ok = success.nonzero().squeeze(1)
+        if ok.numel():
+            x_adv[ok] = prune(victim, goal[ok], x0[ok], x_adv[ok], robust=robust)
+            with torch.no_grad():
+                margin[ok] = goal[ok].margin(victim(x_adv[ok]))
+    seconds = (time.perf_counter() - t0) / max(b, 1)
+    return AttackResult(x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
+                        seconds=seconds, params=used, history=history or [])
+
+
+@torch.no_grad()
+def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
+          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 40) -> torch.Tensor:
+    """Undo changed values that the success does not need.
+
+    Per sample, the changed values are ranked by how much they help the goal
+    (first-order: ``-grad(margin) · (x_adv - x0)`` per value, smallest first), and
+    growing chunks of the least useful ones are restored to the clean value as
+    long as the quantized image still reaches the goal; a rejected chunk is
+    halved and retried (at most ``max_evals`` checks per sample). Every accepted state is checked on
+    the 8-bit image, so the output still reaches the goal by construction.
+    """
+    q0 = quantize(x0)
+    out = x_adv.clone()
+    for i in range(out.shape[0]):
+        gi = goal[torch.tensor([i])]
+        xa = out[i : i + 1]
+        diff = (xa - q0[i : i + 1])
+        idx = diff.flatten().nonzero().squeeze(1)
+        if idx.numel() <= 1:
+            continue
+        with torch.enable_grad():
+            z = xa.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(gi.margin(victim(z)).sum(), z)
+        useful = (g.flatten() * diff.flatten())[idx]  # first-order margin gain of each change
+        order = idx[useful.argsort()]
+        chunk = max(1, order.numel() // 4)
+        pos = 0
+        evals = 0
+        while pos < order.numel() and evals < max_evals:
+            cand = xa.clone().flatten()
+            sel = order[pos : pos + chunk]
+            cand[sel] = q0[i].flatten()[sel]
+            cand = cand.view_as(xa)
+            _, r = _evaluate(victim, gi, cand, robust)
+            evals += 1
+            if bool(r[0]):
+                xa = cand
+                pos += sel.numel()
+            elif chunk == 1:
+                pos += 1  # this change is needed: keep it
+            else:
+                chunk = max(1, chunk // 2)
+        out[i] = xa[0]
+    return out

@@ -1,0 +1,288 @@
+"""Goals: what "fooled" means.
+
+A goal is first *unbound* (what the user asked for: "untargeted", "targeted:cat")
+and is bound to a batch with :meth:`Goal.bind`, which reads the clean outputs
+(the clean label, the least-likely class). A bound goal gives, per sample:
+
+* ``margin(outputs) -> [B]``: how far past the decision boundary the outputs
+  are, in logits (positive = goal met);
+* ``reached(outputs) -> bool[B]``: ``margin > kappa``. The margin ``kappa`` is
+  there because a first-flip image sits on the boundary (margin ~0.01) and may
+  be judged differently at another batch size or on another machine;
+* ``loss(outputs) -> [B]``: a differentiable loss whose decrease moves towards
+  the goal (cross-entropy form, as the papers use);
+* ``weights``: the signed class weights ``(away, toward)`` (``[B,C]`` each) for
+  methods whose adversarial loss is built from class scores (seed 001's MND).
+
+Attacks only call these; they never look at a goal's type. Bound goals support
+``goal[index]`` so the engine can drop finished samples from the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+DEFAULT_KAPPA = 0.05
+"""Default success margin in logits: small, but above the ~1e-5 noise of batch size and BLAS."""
+
+
+def _max_other(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    """Largest logit over classes where ``exclude`` (bool ``[B,C]``) is false."""
+    return logits.masked_fill(exclude, float("-inf")).amax(dim=1)
+
+
+def _onehot(labels: torch.Tensor, n: int) -> torch.Tensor:
+    return F.one_hot(labels.long(), n).to(torch.float32)
+
+
+@dataclass
+class Goal:
+    """Base class. Subclasses define ``_bind``, ``margin`` and ``loss``."""
+
+    kappa: float = DEFAULT_KAPPA
+    bound: bool = field(default=False, init=False, repr=False)
+
+    # -- binding -------------------------------------------------------------------
+    def bind(self, clean_outputs: torch.Tensor, victim: Any = None) -> "Goal":
+        """Return a copy with per-sample tensors filled from the clean outputs ``[B,C]``."""
+        g = dataclasses.replace(self)
+        g._bind(clean_outputs.detach(), victim)
+        g.bound = True
+        return g
+
+    def _bind(self, clean: torch.Tensor, victim: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _need_bound(self) -> None:
+        if not self.bound:
+            raise InputError(f"{type(self).__name__} must be bound to a batch with .bind(clean_outputs) first")
+
+    def __getitem__(self, index: torch.Tensor) -> "Goal":
+        """The goal restricted to samples ``index`` (a long or bool tensor)."""
+        self._need_bound()
+        g = dataclasses.replace(self)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, torch.Tensor) and v.ndim >= 1:
+                setattr(g, f.name, v[index])
+        g.bound = True
+        return g
+
+    # -- interface -----------------------------------------------------------------
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reached(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``bool[B]``: the goal holds with margin ``kappa``."""
+        return self.margin(outputs) > self.kappa
+
+    def weights(self, n_classes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(away, toward)`` class weights ``[B,C]``, or ``None`` for goals not on classes."""
+        return None
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass
+class Untargeted(Goal):
+    """Leave the true class: ``margin = max_{j != y} z_j - z_y``.
+
+    ``labels=None`` takes the clean prediction as the true class (the usual
+    case for protection: whatever the machine sees now, it must not see it).
+    Loss: ``log softmax(z)_y`` (minus the cross-entropy of the true class).
+    """
+
+    labels: torch.Tensor | None = None
+
+    def _bind(self, clean: torch.Tensor, victim: Any) -> None:
+        if self.labels is None:
+            self.labels = clean.argmax(dim=1)
+        else:
+            self.labels = torch.as_tensor(self.labels, device=clean.device).long().reshape(-1)
+            if self.labels.numel() != clean.shape[0]:
+                raise InputError(f"got {self.labels.numel()} labels for a batch of {clean.shape[0]}")
+
+    def _true_mask(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        assert self.labels is not None
+        return F.one_hot(self.labels, outputs.shape[1]).bool()
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        mask = self._true_mask(outputs)
+        z_y = outputs.gather(1, self.labels.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
+        return _max_other(outputs, mask) - z_y
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        return -F.cross_entropy(outputs, self.labels, reduction="none")  # type: ignore[arg-type]
+
+    def weights(self, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._need_bound()
+        away = _onehot(self.labels, n_classes)  # type: ignore[arg-type]
+        return away, torch.zeros_like(away)
+
+    def describe(self) -> str:
+        return "untargeted"
+
+
+@dataclass
+class Targeted(Goal):
+    """Reach class ``target``: ``margin = z_t - max_{j != t} z_j``; loss = CE(z, t).
+
+    ``target`` is an int (same for the batch) or a tensor ``[B]``.
+    """
+
+    target: Any = None
+
+    def _bind(self, clean: torch.Tensor, victim: Any) -> None:
+        if self.target is None:
+            raise InputError("Targeted needs a target class")
+        t = self.target
+        if isinstance(t, str) and victim is not None:
+            t = victim.class_index(t)
+        t = torch.as_tensor(t, device=clean.device).long().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(clean.shape[0]).clone()
+        if t.numel() != clean.shape[0]:
+            raise InputError(f"got {t.numel()} targets for a batch of {clean.shape[0]}")
+        if int(t.min()) < 0 or int(t.max()) >= clean.shape[1]:
+            raise InputError(f"target class out of range 0..{clean.shape[1] - 1}")
+        self.target = t
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        mask = F.one_hot(self.target, outputs.shape[1]).bool()
+        z_t = outputs.gather(1, self.target.view(-1, 1)).squeeze(1)
+        return z_t - _max_other(outputs, mask)
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        return F.cross_entropy(outputs, self.target, reduction="none")
+
+    def weights(self, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._need_bound()
+        toward = _onehot(self.target, n_classes)
+        return torch.zeros_like(toward), toward
+
+    def describe(self) -> str:
+        return "targeted"
+
+
+@dataclass
+class LeastLikely(Targeted):
+    """Targeted at the class with the lowest clean logit (seed 001's default target)."""
+
+    def _bind(self, clean: torch.Tensor, victim: Any) -> None:
+        self.target = clean.argmin(dim=1)
+
+    def describe(self) -> str:
+        return "least-likely"
+
+
+@dataclass
+class NotInTopK(Untargeted):
+    """Push the true class out of the top ``k`` (seed 004 uses k = 5).
+
+    ``margin = (k-th largest logit among j != y) - z_y``.
+    """
+
+    k: int = 5
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        mask = self._true_mask(outputs)
+        others = outputs.masked_fill(mask, float("-inf"))
+        kth = others.topk(self.k, dim=1).values[:, -1]
+        z_y = outputs.gather(1, self.labels.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
+        return kth - z_y
+
+    def describe(self) -> str:
+        return f"top{self.k}"
+
+
+@dataclass
+class ConfidenceMargin(Untargeted):
+    """A wrong class with probability at least ``confidence`` (seed 000 Table 3).
+
+    ``margin = min(max_{j!=y} z_j - z_y, log p_{j*} - log c)``: both the flip
+    and the confidence must hold.
+    """
+
+    confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise InputError(f"confidence must be in (0,1), got {self.confidence}")
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        flip = super().margin(outputs)
+        logp = outputs.log_softmax(dim=1).masked_fill(self._true_mask(outputs), float("-inf"))
+        return torch.minimum(flip, logp.amax(dim=1) - math.log(self.confidence))
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        # Leave y and grow the strongest other class.
+        logp = outputs.log_softmax(dim=1)
+        other = logp.masked_fill(self._true_mask(outputs), float("-inf")).amax(dim=1)
+        return super().loss(outputs) - other
+
+    def describe(self) -> str:
+        return f"margin:{self.confidence:g}"
+
+
+@dataclass
+class RelativeMargin(Untargeted):
+    """New top-1 with the true class at most ``(1 - gap)`` times its probability (seed 004, Top1-L1-50).
+
+    ``margin = min(max_{j!=y} z_j - z_y, (log p_top - log p_y) + log(1 - gap))``.
+    """
+
+    gap: float = 0.5
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        flip = super().margin(outputs)
+        z_y = outputs.gather(1, self.labels.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
+        rel = outputs.amax(dim=1) - z_y + math.log(1.0 - self.gap)
+        return torch.minimum(flip, rel)
+
+    def describe(self) -> str:
+        return f"relative:{self.gap:g}"
+
+
+def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
+    """Goal from its CLI spelling: ``untargeted``, ``targeted:CLASS``, ``least-likely``,
+    ``top5`` (or ``topK``), ``margin:C``, ``relative:G``."""
+    s = spec.strip().lower()
+    try:
+        if s == "untargeted":
+            return Untargeted(kappa=kappa)
+        if s.startswith("targeted:"):
+            target: Any = spec.split(":", 1)[1].strip()
+            if not target:
+                raise InputError("targeted needs a class: targeted:CLASS (name or index)")
+            return Targeted(kappa=kappa, target=int(target) if target.isdigit() else target)
+        if s in ("least-likely", "ll", "leastlikely"):
+            return LeastLikely(kappa=kappa)
+        if s.startswith("top") and s[3:].isdigit():
+            return NotInTopK(kappa=kappa, k=int(s[3:]))
+        if s.startswith("margin:"):
+            return ConfidenceMargin(kappa=kappa, confidence=float(s.split(":", 1)[1]))
+        if s.startswith("relative:"):
+            return RelativeMargin(kappa=kappa, gap=float(s.split(":", 1)[1]))
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"bad goal {spec!r}: {e}") from None
+    raise InputError(
+        f"unknown goal {spec!r}; use untargeted, targeted:CLASS, least-likely, top5, margin:C or relative:G"
+    )
