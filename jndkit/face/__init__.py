@@ -1,7 +1,33 @@
-"""Offline face recognition victim: dlib's ResNet in PyTorch, differentiable alignment, MTCNN detection."""
+"""Offline face recognition victim (issue "Face privacy").
+
+* :mod:`.dlib_net`: dlib's face recognition ResNet read from its own ``.dat`` file, in PyTorch.
+* :mod:`.align`: dlib's face chips as a differentiable sampler of the full-resolution photo.
+* :mod:`.detect`: MTCNN detection (facenet-pytorch weights) and differentiable face probabilities.
+* :mod:`.victim`: the differentiable victim, and the from-scratch check of a saved photo.
+"""
 
 from __future__ import annotations
 
+from .align import ChipDetails, extract_chips, face_chip_details, similarity_transform
+from .detect import Face, FaceDetector, FaceProbabilities
 from .dlib_net import DlibFaceNet, find_dlib_face_model, load_dlib_face_net, read_dlib_net
+from .victim import SAME_PERSON_DISTANCE, FaceRecogniserVictim, build_gallery, embed_faces, verify_face_photo
 
-__all__ = ["DlibFaceNet", "find_dlib_face_model", "load_dlib_face_net", "read_dlib_net"]
+__all__ = [
+    "SAME_PERSON_DISTANCE",
+    "ChipDetails",
+    "DlibFaceNet",
+    "Face",
+    "FaceDetector",
+    "FaceProbabilities",
+    "FaceRecogniserVictim",
+    "build_gallery",
+    "embed_faces",
+    "extract_chips",
+    "face_chip_details",
+    "find_dlib_face_model",
+    "load_dlib_face_net",
+    "read_dlib_net",
+    "similarity_transform",
+    "verify_face_photo",
+]
