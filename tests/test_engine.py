@@ -1,0 +1,154 @@
+"""The engine's contract on tiny victims whose answers are known in closed form."""
+
+import pytest
+import torch
+from torch import nn
+
+from jndkit.attacks import Retry, run_attack
+from jndkit.attacks.engine import Delta, GradientDescent, Method, SignStep, project_linf
+from jndkit.errors import InputError
+from jndkit.goals import Untargeted
+from jndkit.losses import margin_loss
+
+LV = 1.0 / 255.0
+
+
+class MeanShift(nn.Module):
+    """logits = [0, 255 * mean(x - base) - threshold]: class 1 wins once the mean change
+    exceeds ``threshold`` grey levels. ``threshold`` is per sample, so each sample flips at
+    a different iteration."""
+
+    def __init__(self, base: torch.Tensor, threshold: torch.Tensor):
+        super().__init__()
+        self.base = base
+        self.threshold = threshold
+        self.rows: torch.Tensor | None = None  # which samples the current batch holds
+
+    def forward(self, x):
+        # identify the samples by their clean image (first pixel encodes the index)
+        idx = torch.round(self.base[:, 0, 0, 0].unsqueeze(0) * 255 - x[:, 0, 0, 0].unsqueeze(1) * 0).long()
+        match = ((x[:, 1:2, 0, 0] * 255).round().long() == (self.base[:, 1, 0, 0] * 255).round().long()[None]).float()
+        thr = (match * self.threshold[None]).sum(1)
+        base = match @ self.base.flatten(1)
+        s = 255.0 * (x.flatten(1) - base).mean(1) - thr
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def batch(n: int) -> torch.Tensor:
+    x = torch.full((n, 3, 4, 4), 100 / 255)  # on the 8-bit grid
+    for i in range(n):
+        x[i, 1, 0, 0] = (10 + i) / 255  # identifies the sample; never moved (see method below)
+    return x
+
+
+def label_zero_goal():
+    return Untargeted(labels=torch.zeros(1, dtype=torch.long), kappa=0.05)
+
+
+def sign_method(max_iter=20):
+    return Method(name="toy-sign", loss_terms=((None, margin_loss),), update=SignStep(),
+                  params={"alpha": LV, "eps": 1.0}, projection=_freeze_channel1, max_iter=max_iter)
+
+
+def _freeze_channel1(v, x0, params, extras):
+    v = project_linf(v, x0, params, extras)
+    v = v.clone()
+    v[:, 1] = 0
+    return v
+
+
+def test_each_sample_stops_at_its_first_quantized_success():
+    x0 = batch(3)
+    # channel 1 frozen: mean change per step = (2/3) level -> flips when (2/3) k > thr + kappa
+    thr = torch.tensor([0.5, 1.9, 3.2])
+    victim = MeanShift(x0, thr)
+    goal = Untargeted(labels=torch.zeros(3, dtype=torch.long), kappa=0.05)
+    res = run_attack(sign_method(), victim, goal, x0)
+    assert res.success.tolist() == [True, True, True]
+    assert res.iterations.tolist() == [1, 3, 5]
+    # the saved image of each sample is its first success: k levels on channels 0 and 2
+    for i, k in enumerate([1, 3, 5]):
+        d = ((res.x_adv[i] - x0[i]) * 255).round()
+        assert torch.equal(d[0], torch.full((4, 4), float(k))) and torch.equal(d[1], torch.zeros(4, 4))
+
+
+def test_float_success_that_vanishes_after_quantization_keeps_iterating():
+    x0 = batch(1)
+    victim = MeanShift(x0, torch.tensor([0.1]))
+    # plain gradient descent on the margin; d(margin)/dx = 255/numel, so lr gives 0.3 level per step
+    numel = x0[0].numel()
+    lr = 0.3 * LV / (255.0 / numel)
+    m = Method(name="toy-gd", loss_terms=((None, margin_loss),), update=GradientDescent(), params={"lr": lr, "eps": 1.0},
+               projection=_freeze_channel1, max_iter=10)
+    res = run_attack(m, victim, label_zero_goal(), x0)
+    # float image after step 1: +0.3 level on 2/3 of the values -> margin 0.2 - 0.1 > kappa (float success),
+    # but it rounds to 0 levels; step 2 (+0.6) rounds to 1 level -> first saved success at K = 2
+    assert res.success.item() and res.iterations.item() == 2
+    assert torch.allclose((res.x_adv - x0)[0, 0] * 255, torch.ones(4, 4))
+
+
+def test_budget_exhausted_reports_failure_and_best_image():
+    x0 = batch(1)
+    res = run_attack(sign_method(max_iter=2), MeanShift(x0, torch.tensor([10.0])), label_zero_goal(), x0)
+    assert not res.success.item() and res.iterations.item() == 2
+    assert res.margin.item() == pytest.approx(2 * 2 / 3 - 10.0, abs=1e-4)
+
+
+def test_already_reached_is_iteration_zero():
+    x0 = batch(1)
+    res = run_attack(sign_method(), MeanShift(x0, torch.tensor([-1.0])), label_zero_goal(), x0)
+    assert res.success.item() and res.iterations.item() == 0 and torch.equal(res.x_adv, x0)
+
+
+def test_retry_weakens_the_perceptual_weight_only_for_failures():
+    x0 = batch(2)
+    victim = MeanShift(x0, torch.tensor([0.5, 4.0]))
+
+    def l2(ctx):
+        return (ctx.x - ctx.x0).pow(2).flatten(1).sum(1) * 255.0**2
+
+    # d(margin)/dx = 255/48 per value; with the L2 pull the change settles at 255/48 / (2 beta 255^2)
+    # = 2.2 levels for beta = 0.00473: enough for sample 0 (needs a mean of 0.55 level), not for
+    # sample 1 (needs 4.05); the retry with beta = 0 removes the pull.
+    m = Method(name="toy-retry", loss_terms=((None, margin_loss), ("beta", l2)), update=GradientDescent(),
+               params={"lr": 2e-4, "beta": 0.00473, "eps": 1.0}, projection=_freeze_channel1, max_iter=40,
+               retry=Retry(scale={"beta": 0.0}, max_tries=1))
+    goal = Untargeted(labels=torch.zeros(2, dtype=torch.long), kappa=0.05)
+    res = run_attack(m, victim, goal, x0)
+    assert res.success.tolist() == [True, True]
+    assert res.tries.tolist() == [1, 2]
+    assert res.params[0]["beta"] == 0.00473 and res.params[1]["beta"] == 0.0
+    no_retry = run_attack(m, victim, goal, x0, retries=False)
+    assert no_retry.success.tolist() == [True, False]
+
+
+def test_same_seed_same_output_and_input_validation():
+    x0 = batch(1)
+    m = Method(name="rand", loss_terms=((None, margin_loss),), update=SignStep(), parametrisation=Delta(),
+               params={"alpha": LV, "eps": 4 * LV, "random_start": 4 * LV}, projection=_freeze_channel1, max_iter=3)
+    v = MeanShift(x0, torch.tensor([50.0]))
+    a = run_attack(m, v, label_zero_goal(), x0, seed=7).x_adv
+    b = run_attack(m, v, label_zero_goal(), x0, seed=7).x_adv
+    c = run_attack(m, v, label_zero_goal(), x0, seed=8).x_adv
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(InputError, match=r"\[B,3,H,W\]"):
+        run_attack(m, v, label_zero_goal(), torch.zeros(3, 4, 4))
+    with pytest.raises(InputError, match="lie in"):
+        run_attack(m, v, label_zero_goal(), x0 + 1.0)
+
+
+def test_levels_method_on_a_real_photo_is_saved_success(mobilenet, photo_fn, tmp_path):
+    from jndkit.attacks import get_method
+    from jndkit.images import load_image, save_image
+
+    x0 = photo_fn("astronaut")
+    res = run_attack(get_method("levels"), mobilenet, Untargeted(), x0)
+    assert res.success.item()
+    # every change is a whole 8-bit level and pruning kept the change small
+    d = (res.x_adv - x0) * 255
+    assert torch.allclose(d, d.round(), atol=1e-4) and float(d.abs().max()) <= 1.0 + 1e-4
+    p = save_image(res.x_adv[0], tmp_path / "a.png")
+    reread = load_image(p).rgb[None]
+    with torch.no_grad():
+        clean, adv = mobilenet(x0).argmax(1), mobilenet(reread)
+    assert Untargeted(labels=clean).bind(adv).reached(adv).item()
