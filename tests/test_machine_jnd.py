@@ -262,6 +262,14 @@ def test_evaluate_jnd_is_json_ready() -> None:
 # ---------------------------------------------------------------- net, data, save/load
 
 
+def test_paper_and_cpu_configs() -> None:
+    from jndkit.machine_jnd import CPU_CONFIG, PAPER_CONFIG
+
+    p = PAPER_CONFIG  # section V-A
+    assert (p.batch_size, p.lr, p.weight_decay, p.alpha, p.beta, p.q) == (50, 1e-5, 1e-3, 1.0, 1.0, 1e-10)
+    assert CPU_CONFIG.lr > p.lr and CPU_CONFIG.batch_size < p.batch_size
+
+
 def test_net_shapes_any_size_and_determinism() -> None:
     a, b = make_jnd_net(width=4, seed=1), make_jnd_net(width=4, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))

@@ -21,7 +21,7 @@ prediction is the label (section III-A of the paper).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,5 +267,3 @@ def batches(
     idx = list(order) if order is not None else list(range(len(data)))  # type: ignore[arg-type]
     return [torch.stack([data[i] for i in idx[s : s + batch_size]]) for s in range(0, len(idx), batch_size)]
 
-
-ProgressFn = Callable[[int, int, dict[str, float]], None]
