@@ -85,7 +85,19 @@ class Parametrisation(Protocol):
 @dataclass(frozen=True)
 class Delta:
     """``x = clamp(x0 + v, 0, 1)``. ``init`` is zero, or uniform in ``±random_start`` (``params`` key,
-    in [0,1] units), or uniform in ``±init_scale * extras['bound']`` (seed 004)."""
+    in [0,1] units), or uniform in ``±init_scale * extras['bound']`` (seed 004).
+
+    Args:
+        grad_at_bounds: ``torch.clamp`` gives *no* gradient to a value exactly at 0 or 1, so a
+            saturated pixel (white sky, black shadow, or a value a projection just put on the
+            box) gets ``sign(0) = 0`` and can never move back inside. With ``True`` the values in
+            ``[-1e-6, 1 + 1e-6]`` keep the identity gradient (the image is the same clamped
+            value); values further out still get none. This is what torchattacks and Foolbox do
+            (they differentiate the image itself, not a clamp of it). Default ``False`` keeps
+            the original behaviour for the methods configured before the flag existed.
+    """
+
+    grad_at_bounds: bool = False
 
     def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
              gen: torch.Generator) -> torch.Tensor:
@@ -100,7 +112,12 @@ class Delta:
         return torch.zeros_like(x0)
 
     def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return (x0 + v).clamp(0.0, 1.0)
+        y = x0 + v
+        if not self.grad_at_bounds:
+            return y.clamp(0.0, 1.0)
+        inside = ((y >= -1e-6) & (y <= 1.0 + 1e-6)).to(y.dtype)
+        # value: exactly clamp(y); gradient: identity inside the box (bounds included), 0 outside
+        return y.detach().clamp(0.0, 1.0) + (y - y.detach()) * inside
 
 
 @dataclass(frozen=True)
@@ -344,6 +361,8 @@ class Method:
         max_iter: default iteration budget.
         prune: undo changed values that success does not need, after success.
         check_every: quantized success check period (1 = every iteration).
+        on_grid: the candidate image is always an exact 8-bit image (e.g. one-level steps from a
+            quantized x0), so the gradient forward doubles as the success check.
         description: one line for ``jndkit methods``.
     """
 
@@ -360,6 +379,7 @@ class Method:
     max_iter: int = 100
     prune: bool = False
     check_every: int = 1
+    on_grid: bool = False
     description: str = ""
 
     def with_params(self, **changes: float) -> "Method":
@@ -413,6 +433,17 @@ def _take(d: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tens
     return {k: v[idx] for k, v in d.items()}
 
 
+def _victim_of(victim: nn.Module, idx: torch.Tensor) -> nn.Module:
+    """The victim of samples ``idx``.
+
+    A victim with per-sample state (a face victim holds each photo's landmarks; a detector
+    victim each photo's boxes) says so with a true ``per_sample`` attribute and supports
+    ``victim[idx]``, like a bound goal; the engine then indexes it wherever it indexes the goal.
+    Any other victim is the same function for every sample and is returned as it is.
+    """
+    return victim[idx] if getattr(victim, "per_sample", False) else victim  # type: ignore[index]
+
+
 @torch.no_grad()
 def _evaluate(victim: nn.Module, goal: Goal, xq: torch.Tensor,
               robust: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -449,9 +480,31 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
     tstates = [t.init(v) for t in method.grad_transforms]
     last_q = x_best[active].clone()
     goal_a = goal[active]
+    victim_a = _victim_of(victim, active)
     x0_a = x0[active]
     extras_a = _take(extras, active)
 
+    # Fused check: when the candidate image is always exactly an 8-bit image (``method.on_grid``,
+    # a quantized x0, no robustness transform, no input transform), the forward pass that
+    # computes the gradient at iteration ``it`` already is the victim's answer on the saved image
+    # after ``it`` updates, so the separate check forward is skipped.
+    fused = (method.on_grid and robust is None and method.input_transform is None
+             and bool(torch.equal(x0, quantize(x0))))
+
+    def record(cidx: torch.Tensor, m: torch.Tensor, r: torch.Tensor, xq: torch.Tensor, k: int) -> None:
+        """Book the checked samples ``cidx`` (positions in the active set) at iteration ``k``."""
+        orig = active[cidx]
+        better = m > best_margin[orig]
+        upd = better | r
+        x_best[orig[upd]] = xq[upd]
+        best_margin[orig] = torch.maximum(best_margin[orig], m)
+        best_margin[orig[r]] = m[r]
+        success[orig[r]] = True
+        iters[orig[r]] = k
+        if history is not None:
+            history.append([float(m.mean())])
+
+    it = 0
     for it in range(max_iter):
         if active.numel() == 0:
             break
@@ -459,41 +512,64 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
         x = method.parametrisation.image(v, x0_a)
         x_in = method.input_transform(x, params, gen) if method.input_transform else x
         with torch.enable_grad():
-            outputs = victim(x_in)
-            ctx = Context(x=x, x0=x0_a, outputs=outputs, goal=goal_a, params=params, extras=extras_a, iteration=it)
+            outputs = victim_a(x_in)
+        keep = None
+        if fused and it > 0:
+            with torch.no_grad():
+                m = goal_a.margin(outputs.detach())
+                r = m > goal_a.kappa
+                allidx = torch.arange(active.numel(), device=dev)
+                record(allidx, m, r, quantize(x.detach()), it)
+                if r.any():
+                    keep = (~r).nonzero().squeeze(1)
+        if keep is not None:
+            if keep.numel() == 0:
+                active = active[keep]
+                break
+            outputs = outputs[keep]
+            x = x[keep]
+            rows = keep
+        else:
+            rows = None
+        cur_x0 = x0_a if rows is None else x0_a[rows]
+        cur_goal = goal_a if rows is None else goal_a[rows]
+        cur_extras = extras_a if rows is None else _take(extras_a, rows)
+        with torch.enable_grad():
+            ctx = Context(x=x, x0=cur_x0, outputs=outputs, goal=cur_goal, params=params, extras=cur_extras,
+                          iteration=it)
             loss = method.objective(ctx)
             (g,) = torch.autograd.grad(loss.sum(), v)
         g = g.detach()
+        v = v.detach()
+        if rows is not None:  # drop the samples that just succeeded
+            g = g[rows]
+            v = v[rows]
+            active = active[rows]
+            x0_a, goal_a, extras_a, last_q = cur_x0, cur_goal, cur_extras, last_q[rows]
+            victim_a = _victim_of(victim_a, rows)
+            state = _take(state, rows)
+            tstates = [_take(st, rows) for st in tstates]
         for t, st in zip(method.grad_transforms, tstates):
             g = t(g, st, params)
         with torch.no_grad():
-            info = StepInfo(x0=x0_a, x=x.detach(), extras=extras_a, victim=victim, goal=goal_a)
-            v = method.update.step(v.detach(), g, state, params, it, info)
+            info = StepInfo(x0=x0_a, x=x.detach(), extras=extras_a, victim=victim_a, goal=goal_a)
+            v = method.update.step(v, g, state, params, it, info)
             if method.projection is not None:
                 v = method.projection(v, x0_a, params, extras_a)
 
-            if (it + 1) % method.check_every and it + 1 < max_iter:
+            last = it + 1 == max_iter
+            if (fused and not last) or ((it + 1) % method.check_every and not last):
+                if progress is not None:
+                    progress(offset + it + 1, total, {"active": int(active.numel()), "succeeded": int(success.sum())})
                 continue
             xq = quantize(method.parametrisation.image(v, x0_a))
             changed = (xq != last_q).flatten(1).any(dim=1)
             if changed.any():
                 cidx = changed.nonzero().squeeze(1)
-                m, r = _evaluate(victim, goal_a[cidx], xq[cidx], robust)
+                m, r = _evaluate(_victim_of(victim_a, cidx), goal_a[cidx], xq[cidx], robust)
                 last_q[cidx] = xq[cidx]
-                orig = active[cidx]
-                better = m > best_margin[orig]
-                upd = orig[better | r]
-                sel = cidx[better | r]
-                x_best[upd] = xq[sel]
-                best_margin[orig] = torch.maximum(best_margin[orig], m)
-                best_margin[orig[r]] = m[r]
-                newly = orig[r]
-                success[newly] = True
-                iters[newly] = it + 1
-                if history is not None:
-                    history.append([float(m.mean())])
+                record(cidx, m, r, xq[cidx], it + 1)
                 if r.any():
-                    keep = (~r).nonzero().squeeze(1)
                     keep_full = torch.ones(active.numel(), dtype=torch.bool, device=dev)
                     keep_full[cidx[r]] = False
                     keep = keep_full.nonzero().squeeze(1)
@@ -502,6 +578,7 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
                     x0_a = x0_a[keep]
                     last_q = last_q[keep]
                     goal_a = goal_a[keep]
+                    victim_a = _victim_of(victim_a, keep)
                     extras_a = _take(extras_a, keep)
                     state = _take(state, keep)
                     tstates = [_take(s, keep) for s in tstates]
@@ -526,7 +603,9 @@ def run_attack(
 
     Args:
         method: the method configuration.
-        victim: maps images to outputs (logits, embeddings).
+        victim: maps images to outputs (logits, embeddings). A victim with per-sample state
+            (landmarks or boxes per photo) sets ``per_sample = True`` and supports ``victim[idx]``;
+            the engine then restricts it to the samples it evaluates, as it does the goal.
         goal: an unbound goal (bound here to the clean outputs) or one already bound.
         max_iter: iteration budget per run (default: the method's).
         seed: seeds a private ``torch.Generator`` (random starts, input diversity): same seed,
@@ -565,7 +644,7 @@ def run_attack(
         if failed.numel() == 0:
             break
         params = method.retry.next(params)  # type: ignore[union-attr]
-        xa, s, it_k, m = _run_once(method, victim, goal[failed], x0[failed], params, _take(extras, failed), budget,
+        xa, s, it_k, m = _run_once(method, _victim_of(victim, failed), goal[failed], x0[failed], params, _take(extras, failed), budget,
                                    gen, robust, progress, k * budget, total, history)
         x_adv[failed] = torch.where(s.view(-1, 1, 1, 1) | (m > margin[failed]).view(-1, 1, 1, 1), xa, x_adv[failed])
         margin[failed] = torch.where(s | (m > margin[failed]), m, margin[failed])
@@ -577,9 +656,10 @@ def run_attack(
     if method.prune:
         ok = success.nonzero().squeeze(1)
         if ok.numel():
-            x_adv[ok] = prune(victim, goal[ok], x0[ok], x_adv[ok], robust=robust)
+            victim_ok = _victim_of(victim, ok)
+            x_adv[ok] = prune(victim_ok, goal[ok], x0[ok], x_adv[ok], robust=robust)
             with torch.no_grad():
-                margin[ok] = goal[ok].margin(victim(x_adv[ok]))
+                margin[ok] = goal[ok].margin(victim_ok(x_adv[ok]))
     seconds = (time.perf_counter() - t0) / max(b, 1)
     return AttackResult(x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
                         seconds=seconds, params=used, history=history or [])
@@ -587,46 +667,41 @@ def run_attack(
 
 @torch.no_grad()
 def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
-          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 40) -> torch.Tensor:
-    """Undo changed values that the success does not need.
+          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 14) -> torch.Tensor:
+    """Undo changed values that the success does not need (batched over samples).
 
-    Per sample, the changed values are ranked by how much they help the goal
-    (first-order: ``-grad(margin) · (x_adv - x0)`` per value, smallest first), and
-    growing chunks of the least useful ones are restored to the clean value as
-    long as the quantized image still reaches the goal; a rejected chunk is
-    halved and retried (at most ``max_evals`` checks per sample). Every accepted state is checked on
-    the 8-bit image, so the output still reaches the goal by construction.
+    Per sample, the changed values are ranked by how much they help the goal, to first order
+    (``grad(margin) * (x_adv - x0)`` per value, least useful first). A binary search then finds
+    the largest ``k`` such that restoring the ``k`` least useful changes to their clean value
+    still reaches the goal on the 8-bit image (and after ``robust``). Every accepted state was
+    checked, so the output reaches the goal by construction. ``max_evals`` bounds the checks
+    (a binary search over ``n`` changes needs ``log2(n)``: 14 covers 16k changed values).
     """
     q0 = quantize(x0)
-    out = x_adv.clone()
-    for i in range(out.shape[0]):
-        gi = goal[torch.tensor([i])]
-        xa = out[i : i + 1]
-        diff = (xa - q0[i : i + 1])
-        idx = diff.flatten().nonzero().squeeze(1)
-        if idx.numel() <= 1:
-            continue
-        with torch.enable_grad():
-            z = xa.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(gi.margin(victim(z)).sum(), z)
-        useful = (g.flatten() * diff.flatten())[idx]  # first-order margin gain of each change
-        order = idx[useful.argsort()]
-        chunk = max(1, order.numel() // 4)
-        pos = 0
-        evals = 0
-        while pos < order.numel() and evals < max_evals:
-            cand = xa.clone().flatten()
-            sel = order[pos : pos + chunk]
-            cand[sel] = q0[i].flatten()[sel]
-            cand = cand.view_as(xa)
-            _, r = _evaluate(victim, gi, cand, robust)
-            evals += 1
-            if bool(r[0]):
-                xa = cand
-                pos += sel.numel()
-            elif chunk == 1:
-                pos += 1  # this change is needed: keep it
-            else:
-                chunk = max(1, chunk // 2)
-        out[i] = xa[0]
-    return out
+    b = x_adv.shape[0]
+    if b == 0:
+        return x_adv
+    with torch.enable_grad():
+        z = x_adv.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(goal.margin(victim(z)).sum(), z)
+    diff = (x_adv - q0).flatten(1)
+    changed = diff != 0
+    useful = (g.flatten(1) * diff).masked_fill(~changed, float("inf"))
+    order = useful.argsort(dim=1)  # least useful changed values first, unchanged last
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())
+    n = changed.sum(dim=1)
+    lo = torch.zeros(b, dtype=torch.long, device=x_adv.device)  # restoring lo changes is known to work
+    hi = n.clone()  # restoring more than hi is known (or assumed) to fail
+    flat_adv, flat_q0 = x_adv.flatten(1), q0.flatten(1)
+    for _ in range(max_evals):
+        todo = (lo < hi).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        mid = (lo[todo] + hi[todo] + 1) // 2
+        cand = torch.where(rank[todo] < mid[:, None], flat_q0[todo], flat_adv[todo]).view_as(x_adv[todo])
+        _, r = _evaluate(_victim_of(victim, todo), goal[todo], cand, robust)
+        lo[todo] = torch.where(r, mid, lo[todo])
+        hi[todo] = torch.where(r, hi[todo], mid - 1)
+    out = torch.where(rank < lo[:, None], flat_q0, flat_adv)
+    return out.view_as(x_adv)

@@ -74,15 +74,19 @@ def _levels(params: dict[str, float]) -> Method:
         params=params,
         max_iter=200,
         prune=True,
+        on_grid=True,
         description="Quantization-aware: move only the values with the largest margin gradient by one "
         "8-bit level, check the integer image each step, then undo changes success does not need",
     )
 
 
+# Measured on 32 crops with mobilenet_v2 (see docs/benchmarks.md): fraction 0.001 / 0.002 / 0.004
+# of the values per step gave 67.6 / 67.6 / 67.4 dB mean PSNR at 100 % saved success with
+# 34 / 26 / 22 victim evaluations per image, so the default takes the cheapest.
 LEVELS_PRESETS = {
-    "default": {"fraction": 0.001, "max_levels": 1.0},
-    "fast": {"fraction": 0.004, "max_levels": 2.0},
-    "fine": {"fraction": 0.0003, "max_levels": 1.0},
+    "default": {"fraction": 0.004, "max_levels": 1.0},
+    "fine": {"fraction": 0.001, "max_levels": 1.0},
+    "fast": {"fraction": 0.01, "max_levels": 2.0},
 }
 
 
@@ -100,6 +104,7 @@ def _sign_family(name: str, momentum: bool = False, diversity: bool = False, sin
             loss_terms=((None, losses.goal_loss),),
             update=SignStep(),
             params=p,
+            parametrisation=Delta(grad_at_bounds=True),
             projection=project_linf,
             grad_transforms=(Momentum(),) if momentum else (),
             input_transform=input_diversity if diversity else None,
@@ -112,7 +117,7 @@ def _sign_family(name: str, momentum: bool = False, diversity: bool = False, sin
 
 def _fgv(params: dict[str, float]) -> Method:
     return Method(name="fgv", loss_terms=((None, losses.goal_loss),), update=ValueStep(), params=params,
-                  projection=project_linf, max_iter=int(params.get("steps", 1)), description=BASELINE_TEXT["fgv"])
+                  parametrisation=Delta(grad_at_bounds=True), projection=project_linf, max_iter=int(params.get("steps", 1)), description=BASELINE_TEXT["fgv"])
 
 
 BASELINE_TEXT = {
