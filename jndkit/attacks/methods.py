@@ -55,13 +55,18 @@ def _jnd(params: dict[str, float]) -> Method:
 
 
 JND_PRESETS = {
-    # Measured on the package-shipped crops with mobilenet_v2 (benchmarks/bench_protect.py): the paper's
-    # ImageNet step 1e-4 moves pixels by ~1e-3 of a level per iteration, so after 8-bit rounding nothing
-    # changes for hundreds of iterations. "default" keeps the paper's lambdas and takes a step that
-    # crosses a level within a few iterations; see the docstring of jndkit.attacks.methods.
-    "default": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 2e-3},
+    # Step chosen by measurement (32 crops of the package-shipped photos, mobilenet_v2, untargeted,
+    # success judged on the saved PNG, max 300 iterations; scripts in benchmarks/):
+    #   alpha 1e-4: 100 % saved success, 63.3 dB, K = 5.5    alpha 5e-4: 100 %, 57.4 dB, K = 2.1
+    #   alpha 1e-3: 100 %, 52.0 dB, K = 1.7                  alpha 2e-3: 100 %, 49.3 dB, K = 1.4
+    # With the image on the [0,1] scale (CE's gradient is 255x larger than on 0-255), the paper's
+    # ImageNet step 1e-4 already crosses an 8-bit level within a few iterations, and every larger
+    # step costs PSNR, so the default keeps the paper's setting; the engine stops at the first
+    # iteration whose *saved* image fools the model, so no iteration is wasted below one level.
+    "default": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 1e-4},
     "paper-imagenet": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 1e-4},
     "paper-cifar": {"lambda1": 10.0, "lambda2": 1.0, "lambda3": 1.0, "lambda4": 10.0, "alpha": 0.05},
+    "fast": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 5e-4},
 }
 
 
