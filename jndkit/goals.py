@@ -104,13 +104,20 @@ class Untargeted(Goal):
     Loss: ``log softmax(z)_y`` (minus the cross-entropy of the true class).
     """
 
-    labels: torch.Tensor | None = None
+    labels: Any = None  # tensor [B], an int, a class name, or None (the clean prediction)
 
     def _bind(self, clean: torch.Tensor, victim: Any) -> None:
         if self.labels is None:
             self.labels = clean.argmax(dim=1)
         else:
-            self.labels = torch.as_tensor(self.labels, device=clean.device).long().reshape(-1)
+            labels = self.labels
+            if isinstance(labels, str):
+                if victim is None or not hasattr(victim, "class_index"):
+                    raise InputError(f"class {labels!r} given by name needs a victim with class names")
+                labels = victim.class_index(labels)
+            self.labels = torch.as_tensor(labels, device=clean.device).long().reshape(-1)
+            if self.labels.numel() == 1 and clean.shape[0] > 1:
+                self.labels = self.labels.expand(clean.shape[0]).clone()
             if self.labels.numel() != clean.shape[0]:
                 raise InputError(f"got {self.labels.numel()} labels for a batch of {clean.shape[0]}")
 
@@ -260,12 +267,18 @@ class RelativeMargin(Untargeted):
 
 
 def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
-    """Goal from its CLI spelling: ``untargeted``, ``targeted:CLASS``, ``least-likely``,
+    """Goal from its CLI spelling: ``untargeted`` (leave the clean prediction), ``untargeted:CLASS``
+    (leave a given class), ``targeted:CLASS``, ``least-likely``,
     ``top5`` (or ``topK``), ``margin:C``, ``relative:G``."""
     s = spec.strip().lower()
     try:
         if s == "untargeted":
             return Untargeted(kappa=kappa)
+        if s.startswith("untargeted:"):
+            label: Any = spec.split(":", 1)[1].strip()
+            if not label:
+                raise InputError("untargeted:CLASS needs a class (name or index)")
+            return Untargeted(kappa=kappa, labels=int(label) if label.isdigit() else label)
         if s.startswith("targeted:"):
             target: Any = spec.split(":", 1)[1].strip()
             if not target:
@@ -284,5 +297,5 @@ def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
             raise
         raise InputError(f"bad goal {spec!r}: {e}") from None
     raise InputError(
-        f"unknown goal {spec!r}; use untargeted, targeted:CLASS, least-likely, top5, margin:C or relative:G"
+        f"unknown goal {spec!r}; use untargeted, untargeted:CLASS, targeted:CLASS, least-likely, top5, margin:C or relative:G"
     )

@@ -84,3 +84,11 @@ def test_parse_goal(spec, cls):
 def test_parse_goal_errors(spec):
     with pytest.raises(InputError):
         parse_goal(spec)
+
+
+def test_untargeted_given_class_by_name_or_index(mobilenet):
+    g = parse_goal("untargeted:espresso").bind(torch.zeros(2, 1000), mobilenet)
+    assert g.labels.tolist() == [967, 967]
+    assert parse_goal("untargeted:3").bind(torch.zeros(1, 1000)).labels.tolist() == [3]
+    with pytest.raises(InputError, match="unknown class"):
+        parse_goal("untargeted:espressso").bind(torch.zeros(1, 1000), mobilenet)
