@@ -152,3 +152,14 @@ def test_levels_method_on_a_real_photo_is_saved_success(mobilenet, photo_fn, tmp
     with torch.no_grad():
         clean, adv = mobilenet(x0).argmax(1), mobilenet(reread)
     assert Untargeted(labels=clean).bind(adv).reached(adv).item()
+
+
+def test_result_carries_final_top5(mobilenet, photo_fn):
+    from jndkit.attacks import get_method
+
+    x0 = photo_fn("chelsea")
+    res = run_attack(get_method("levels"), mobilenet, Untargeted(), x0)
+    top = res.topk(5, mobilenet.labels)[0]
+    assert len(top) == 5 and top == sorted(top, key=lambda t: -t[1])
+    assert top[0][0] != mobilenet.predict(x0)[0][0][0]  # the answer changed
+    assert top[0][0] == mobilenet.predict(res.x_adv)[0][0][0]

@@ -417,6 +417,8 @@ class AttackResult:
         params: per sample, the parameters of the run that produced ``x_adv``.
         history: per iteration, the mean goal margin over the samples still running
             (for confidence-along-iterations plots) when ``record_history`` was asked.
+        outputs: the victim's outputs on ``x_adv`` (logits for classifiers); ``topk()`` reads
+            the final top-5 with probabilities from them.
     """
 
     x_adv: torch.Tensor
@@ -427,6 +429,16 @@ class AttackResult:
     seconds: float
     params: list[dict[str, float]]
     history: list[list[float]] = field(default_factory=list)
+    outputs: torch.Tensor | None = None
+
+    def topk(self, k: int = 5, labels: list[str] | None = None) -> list[list[tuple[str, float]]]:
+        """Per sample, the victim's top-``k`` (label, probability) on ``x_adv`` (class outputs only)."""
+        if self.outputs is None or self.outputs.ndim != 2:
+            return [[] for _ in range(self.x_adv.shape[0])]
+        probs = self.outputs.float().softmax(dim=1)
+        vals, idx = probs.topk(min(k, probs.shape[1]), dim=1)
+        return [[(labels[j] if labels is not None else str(j), p) for j, p in zip(i, v)]
+                for v, i in zip(vals.tolist(), idx.tolist())]
 
 
 def _take(d: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -660,8 +672,10 @@ def run_attack(
             x_adv[ok] = prune(victim_ok, goal[ok], x0[ok], x_adv[ok], robust=robust)
             with torch.no_grad():
                 margin[ok] = goal[ok].margin(victim_ok(x_adv[ok]))
+    with torch.no_grad():
+        final_outputs = victim(x_adv)
     seconds = (time.perf_counter() - t0) / max(b, 1)
-    return AttackResult(x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
+    return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
                         seconds=seconds, params=used, history=history or [])
 
 
