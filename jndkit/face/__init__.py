@@ -4,6 +4,8 @@
 * :mod:`.align`: dlib's face chips as a differentiable sampler of the full-resolution photo.
 * :mod:`.detect`: MTCNN detection (facenet-pytorch weights) and differentiable face probabilities.
 * :mod:`.victim`: the differentiable victim, and the from-scratch check of a saved photo.
+* :mod:`.goals`: dodging, impersonation (on descriptors) and hiding (from MTCNN) as engine goals.
+* :mod:`.protect`: whole-photo protection of every face, checked from scratch on the written file.
 """
 
 from __future__ import annotations
@@ -11,23 +13,46 @@ from __future__ import annotations
 from .align import ChipDetails, extract_chips, face_chip_details, similarity_transform
 from .detect import Face, FaceDetector, FaceProbabilities
 from .dlib_net import DlibFaceNet, find_dlib_face_model, load_dlib_face_net, read_dlib_net
+from .goals import Dodge, Hide, Impersonate, stack_references
+from .protect import (
+    FaceHideVictim,
+    FaceProtection,
+    FaceProtector,
+    FaceRecord,
+    FacesVictim,
+    parse_face_goal,
+    protect_face_paths,
+    summarise,
+)
 from .victim import SAME_PERSON_DISTANCE, FaceRecogniserVictim, build_gallery, embed_faces, verify_face_photo
 
 __all__ = [
     "SAME_PERSON_DISTANCE",
     "ChipDetails",
     "DlibFaceNet",
+    "Dodge",
     "Face",
     "FaceDetector",
+    "FaceHideVictim",
     "FaceProbabilities",
+    "FaceProtection",
+    "FaceProtector",
     "FaceRecogniserVictim",
+    "FaceRecord",
+    "FacesVictim",
+    "Hide",
+    "Impersonate",
     "build_gallery",
     "embed_faces",
     "extract_chips",
     "face_chip_details",
     "find_dlib_face_model",
     "load_dlib_face_net",
+    "parse_face_goal",
+    "protect_face_paths",
     "read_dlib_net",
     "similarity_transform",
+    "stack_references",
+    "summarise",
     "verify_face_photo",
 ]
