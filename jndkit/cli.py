@@ -176,6 +176,10 @@ def jnd_map_cmd(
               f"(min {info['min_levels']:.2f}, max {info['max_levels']:.2f}); raw map: {info['npy']}", highlight=False)
 
 
+from .cli_machine_jnd import machine_jnd_app  # noqa: E402
+app.add_typer(machine_jnd_app, name="machine-jnd")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
