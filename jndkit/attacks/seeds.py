@@ -73,6 +73,10 @@ MND_PRESETS: dict[str, dict[str, float]] = {
     # image after K = 20 / 13 / 6 / 2 iterations, PSNR 60.9 / 60.1 / 70.3 / 75.5 dB. lr = 3e-3 needs
     # K <= 7 at 58-68 dB, lr = 1e-2 K <= 2 at 53-60 dB.
     "default": {**_MND_U, "lr": 1e-3},
+    # Targeted, measured: the paper's targeted weights with lr = 0.1 reach the least-likely class of
+    # chelsea / coffee on the 8-bit image at K = 23 / 19, PSNR 51.6 / 52.9 dB (lr = 1e-2 had not
+    # reached it after 100 iterations). Use with the goal least-likely (or any targeted goal).
+    "default-targeted": {**_MND_U, "lr": 0.1, "r": 0.0625, "beta1": 2.0, "beta2": 0.1, "beta3": 2.0},
     "paper-untargeted": dict(_MND_U),
     # Sec. IV-B: targeted (least-likely target, eq. 5), r = 0.0625, beta1 = beta3 = 2, beta2 = 0.1.
     "paper-targeted": {**_MND_U, "r": 0.0625, "beta1": 2.0, "beta2": 0.1, "beta3": 2.0},
@@ -248,6 +252,7 @@ CV_PRESETS: dict[str, dict[str, float]] = {
 
 # ---------------------------------------------------------------------------------- goals of the paper runs
 PRESET_GOALS: dict[tuple[str, str], str] = {
+    ("mnd", "default-targeted"): "least-likely",
     ("mnd", "paper-targeted"): "least-likely",
     ("mnd", "paper-face-targeted"): "least-likely",
     ("hvs", "paper-targeted"): "least-likely",
