@@ -25,7 +25,7 @@ import torch
 from .. import losses
 from ..errors import InputError
 from ..perception import JND_MODELS, colour_variance_bound, jnd_map
-from .engine import Adam, Delta, GradientDescent, Method, Retry, project_bound_round
+from .engine import Adam, Delta, GradientDescent, Method, Prepare, Retry, project_bound_round
 from .methods import MethodSpec, register
 
 # ---------------------------------------------------------------------------------- mnd (seed 001)
@@ -107,7 +107,7 @@ HVS_TEXT = ("Seed 002 HVS-JND: gradient descent on alpha*CE + b1*L1 beyond J + b
             "channel weights M = (3,5,1); failures retried with beta += delta until beta = 0")
 
 
-def _hvs_prepare(jnd_model: str):
+def _hvs_prepare(jnd_model: str) -> Prepare:
     def prepare(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             return {"jnd": jnd_map(x0, jnd_model).to(x0.dtype)}
