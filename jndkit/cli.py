@@ -37,8 +37,13 @@ def protect(
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weight file for torchvision:/timm: models."),
     method: str = typer.Option("levels", "--method", help="Attack method (see `jndkit methods`)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
-    goal: str = typer.Option("untargeted", "--goal",
-                             help="untargeted | targeted:CLASS | least-likely | top5 | margin:C | relative:G"),
+    task: str = typer.Option("classify", "--task", help="classify (image classifier) | face (face recognition)."),
+    goal: Optional[str] = typer.Option(None, "--goal",
+                                       help="classify: untargeted (default) | untargeted:CLASS | targeted:CLASS | "
+                                            "least-likely | top5 | margin:C | relative:G;  "
+                                            "face: dodge (default) | impersonate:NAME | hide"),
+    gallery: Optional[Path] = typer.Option(None, "--gallery",
+                                           help="face: folder of known people (one sub-folder or photo each)."),
     kappa: float = typer.Option(0.05, "--kappa", help="Success margin in logits (> 0 keeps the answer stable)."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Iteration budget (default: the method's)."),
     fmt: str = typer.Option("png", "--format", help="png | jpg | webp | same"),
@@ -50,6 +55,15 @@ def protect(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files)."""
+    if task == "face":
+        _protect_faces(paths, output, goal or "dodge", gallery, method, preset, max_iter, seed, fmt, quality, robust,
+                       resume, kappa, as_json)
+        return
+    if task != "classify":
+        _fail(f"--task must be classify or face, got {task!r}")
+    if gallery is not None:
+        _fail("--gallery is for --task face")
+    goal = goal or "untargeted"
     from .protect import ProtectConfig, Protector, protect_paths, summarise
 
     config = ProtectConfig(model=model, weights=str(weights) if weights else None, method=method, preset=preset,
@@ -104,6 +118,65 @@ def protect(
     err.print(line, highlight=False)
     bad = summary["failed"] + summary["errors"]
     raise typer.Exit(1 if bad else 0)
+
+
+def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional[Path], method: str,
+                   preset: Optional[str], max_iter: Optional[int], seed: int, fmt: str, quality: int, robust: str,
+                   resume: bool, kappa: float, as_json: bool) -> None:
+    """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`)."""
+    from .face.protect import protect_face_paths, summarise
+
+    records = []
+    quiet = as_json or not sys.stderr.isatty()
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=quiet, transient=True) as bar:
+            files_task = bar.add_task("photos", total=None)
+            iter_task = bar.add_task("iterations", total=None)
+
+            def on_start(path: Path, i: int, n: int) -> None:
+                bar.update(files_task, total=n, completed=i, description=path.name)
+                bar.reset(iter_task)
+
+            def on_progress(step: int, total: int, info: dict[str, Any]) -> None:
+                bar.update(iter_task, total=total, completed=step)
+
+            for rec in protect_face_paths(paths, output, goal=goal, gallery=gallery, method=method, preset=preset,
+                                          max_iter=max_iter, seed=seed, fmt=fmt, quality=quality, robust=robust,
+                                          progress=on_progress, resume=resume, on_start=on_start):
+                records.append(rec)
+                if not as_json:
+                    _print_face_record(rec)
+    except JndkitError as e:
+        _fail(str(e))
+    summary = summarise(records)
+    if as_json:
+        out.print_json(json.dumps({"summary": summary, "images": [r.to_json() for r in records]}, default=str))
+    err.print(f"{summary['protected']}/{summary['images']} photos protected, {summary['faces_protected']}/"
+              f"{summary['faces']} faces"
+              + (f", {summary['no_face']} without a face" if summary["no_face"] else "")
+              + (f", {summary['errors']} errors" if summary["errors"] else "")
+              + (f"; mean PSNR {summary['mean_psnr']:.1f} dB (faces {summary['mean_psnr_faces']:.1f} dB)"
+                 if summary["mean_psnr"] else "")
+              + f"; report: {Path(output) / 'report.json'}", highlight=False)
+    bad = summary["failed"] + summary["errors"] + summary["no_face"]
+    raise typer.Exit(1 if bad else 0)
+
+
+def _print_face_record(rec: Any) -> None:
+    name = Path(rec.input).name
+    if rec.status == "error":
+        err.print(f"[red]✗[/red] {rec.error}", highlight=False)
+    elif rec.status == "skipped":
+        err.print(f"[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
+    elif rec.status == "no-face":
+        err.print(f"[yellow]![/yellow] {name}: no face detected; nothing written", highlight=False)
+    else:
+        n = len(rec.faces)
+        ok = sum(bool(f.get("protected")) for f in rec.faces)
+        mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
+        err.print(f"{mark} {name}: {ok}/{n} faces protected  PSNR {rec.psnr:.1f} dB (faces {rec.psnr_faces:.1f} dB)  "
+                  f"{rec.seconds:.1f}s" + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
 
 
 def _print_record(rec: Any) -> None:
@@ -178,6 +251,8 @@ def jnd_map_cmd(
 
 from .cli_machine_jnd import machine_jnd_app  # noqa: E402
 app.add_typer(machine_jnd_app, name="machine-jnd")
+
+
 
 
 def main() -> None:  # pragma: no cover
