@@ -141,3 +141,20 @@ def test_jnd_map_command(tmp_path):
     assert r.exit_code == 0, r.output
     j = np.load(tmp_path / "map.npy")
     assert j.shape == (3, 120, 160) and 2.9 / 255 < j.min() and j.max() < 40 / 255
+
+
+def test_face_task_reports_photos_without_a_face(tmp_path):
+    src = _write_photo(tmp_path / "rocket.png", "rocket", (200, 300))
+    result = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "rocket.png: no face detected" in result.output
+    assert not (tmp_path / "o" / "rocket.png").exists()
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["images"][0]["status"] == "no-face"
+
+
+def test_task_and_gallery_options_are_checked(tmp_path):
+    src = _write_photo(tmp_path / "a.png")
+    r = runner.invoke(app, ["protect", "--task", "faces", str(src), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--task must be classify or face" in r.output
+    r = runner.invoke(app, ["protect", "--gallery", str(tmp_path), str(src), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--gallery is for --task face" in r.output
