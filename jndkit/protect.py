@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 
 from . import __version__
 from .attacks import get_method, run_attack
-from .errors import ImageError, InputError, JndkitError, OutputError
+from .errors import InputError, JndkitError, OutputError
 from .goals import DEFAULT_KAPPA, Goal, parse_goal
 from .images import (
     LoadedImage,
@@ -285,6 +285,26 @@ def report_dict(config: ProtectConfig, records: list[ImageRecord]) -> dict[str, 
     }
 
 
+def prepare_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
+    """Check the output folder can be written and expand the inputs, before any work is done.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be created or written.
+        InputError: no image among ``paths``.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".jndkit-probe-", delete=True)
+        probe.close()
+    except OSError as e:
+        raise OutputError(out, f"output folder cannot be written ({e.strerror or e})") from None
+    files = find_images(list(paths))
+    if not files:
+        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
+    return out, files
+
+
 def protect_paths(
     paths: list[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -304,16 +324,7 @@ def protect_paths(
         OutputError: ``out_dir`` cannot be created or written (checked before any work).
     """
     config = config or ProtectConfig()
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".jndkit-probe-", delete=True)
-        probe.close()
-    except OSError as e:
-        raise OutputError(out, f"output folder cannot be written ({e.strerror or e})") from None
-    files = find_images(list(paths))
-    if not files:
-        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
+    out, files = prepare_run(paths, out_dir)
     protector = protector or Protector(config)
     report_path = out / "report.json"
     # report.json describes the output folder: earlier records are kept, and a record is replaced

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from .. import losses
 from ..errors import InputError
 from .engine import (
-    Adam,
     Delta,
     GradientDescent,
     LevelStep,

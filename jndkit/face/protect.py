@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,8 +40,8 @@ from .. import __version__
 from ..attacks import AttackResult, get_method, run_attack
 from ..errors import ImageError, InputError, JndkitError, OutputError
 from ..goals import Goal
-from ..images import find_images, load_image, output_path, quantize, save_image
-from ..protect import parse_robust, reencode, write_json_atomic
+from ..images import load_image, output_path, quantize, save_image
+from ..protect import parse_robust, prepare_run, reencode, write_json_atomic
 from .align import ChipDetails, extract_chips, face_chip_details
 from .detect import Face, FaceDetector
 from .dlib_net import DlibFaceNet
@@ -806,16 +805,7 @@ def protect_face_paths(
         raise InputError(f"quality must be in 1..100, got {quality}")
     parse_robust(robust)
     parse_face_goal(goal)
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".jndkit-probe-", delete=True)
-        probe.close()
-    except OSError as e:
-        raise OutputError(out, f"output folder cannot be written ({e.strerror or e})") from None
-    files = find_images(list(paths))
-    if not files:
-        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
+    out, files = prepare_run(paths, out_dir)
     protector = protector or FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa,
                                            threshold=threshold, min_prob=min_prob, rounds=rounds)
     config = {"task": "face", "goal": protector.goal_spec, "method": protector.method_name, "preset": protector.preset,
