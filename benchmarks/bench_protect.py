@@ -1,16 +1,27 @@
-"""Protection benchmark: success after 8-bit save, PSNR/SSIM, iterations and time per image.
+"""The protection benchmark behind docs/benchmarks.md (see benchmarks/README.md for the method).
 
-    python benchmarks/bench_protect.py --models mobilenet_v2 --methods levels,jnd,bim --n 32
-    python benchmarks/bench_protect.py --write-docs        # the full default run, into docs/benchmarks.md
+    python benchmarks/bench_protect.py --write-docs          # the documented run, rewrites docs/benchmarks.md
+    python benchmarks/bench_protect.py --quick               # ~2-minute smoke run into benchmarks/results/quick
 
-Each (model, method, goal) result is cached as CSV under benchmarks/results/ and reused on a rerun
-(delete the file, or pass --fresh, to measure again).
+Two configurations, both through :func:`jndkit.bench.run_benchmark` (the library call behind
+``jndkit bench``), both over ``--models``:
+
+1. untargeted, every registered method with its default preset (``--methods``), ``--images``
+   images per model, with seed 000 Table 3 (levels, jnd, bim on ``--table3-images`` images),
+   Figure 4 and the transfer matrix;
+2. the same goal with ``--robust jpeg:90`` for levels and the sign-gradient baselines.
+
+Results are cached per (model, method, preset, goal, robust, image) under
+benchmarks/results/bench/: a rerun reuses every finished image (``--fresh`` deletes the cache).
+With ``--write-docs`` the section between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` of
+docs/benchmarks.md is replaced; other sections are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,70 +29,79 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs" / "benchmarks.md"
-
-DEFAULT_METHODS = "levels,jnd,jnd:paper-imagenet,jnd-baseline,fgsm,fgv,bim,pgd,mifgsm,difgsm"
+TAG = "bench"
+ROBUST_METHODS = "levels,fgsm,fgv,bim,pgd,mifgsm,difgsm"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="mobilenet_v2")
-    ap.add_argument("--methods", default=DEFAULT_METHODS, help="comma list of METHOD or METHOD:PRESET")
+    ap.add_argument("--models", default="mobilenet_v2,efficientnet_lite0")
+    ap.add_argument("--methods", default="all", help="all | jndkit | seeds | baselines | METHOD[:PRESET],...")
+    ap.add_argument("--robust-methods", default=ROBUST_METHODS, help="methods of the jpeg:90 run ('' to skip)")
     ap.add_argument("--goal", default="untargeted")
-    ap.add_argument("--robust", default="none")
-    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--table3-images", type=int, default=8)
+    ap.add_argument("--table3-methods", default="levels,jnd,bim")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--fresh", action="store_true", help="ignore cached CSVs")
-    ap.add_argument("--write-docs", action="store_true", help="rewrite the protect section of docs/benchmarks.md")
-    ap.add_argument("--tag", default="protect", help="section name in docs/benchmarks.md")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared 2-core machine)")
+    ap.add_argument("--out", default=None, help="cache and output folder (default benchmarks/results/bench)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 4 images, 4 methods, budget 30")
+    ap.add_argument("--fresh", action="store_true", help="delete the cache first")
+    ap.add_argument("--write-docs", action="store_true", help="rewrite the bench section of docs/benchmarks.md")
     args = ap.parse_args(argv)
 
-    from jndkit.bench import evaluation_set, machine_info, read_csv, run_method, summary_table, write_csv
-    from jndkit.victims import load_victim
+    from jndkit.bench import (
+        BenchConfig,
+        report_markdown,
+        resolve_methods,
+        run_benchmark,
+    )
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    for model in args.models.split(","):
-        victim = load_victim(model)
-        x0, labels, names = evaluation_set(victim, args.n)
-        for spec in args.methods.split(","):
-            method, _, preset = spec.partition(":")
-            tag = f"{model}_{method}_{preset or 'default'}_{args.goal}_{args.robust}_n{args.n}".replace(":", "-")
-            path = RESULTS / f"{tag}.csv"
-            if path.exists() and not args.fresh:
-                part = read_csv(path)
-            else:
-                t0 = time.perf_counter()
-                part = run_method(victim, x0, names, method, preset or None, goal=args.goal, robust=args.robust,
-                                  batch_size=args.batch_size)
-                write_csv(part, path)
-                print(f"{tag}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-            rows.extend(part)
-    table = summary_table(rows)
-    info = machine_info()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / ("quick" if args.quick else "bench")
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    models = [m for m in args.models.split(",") if m]
+    n = 4 if args.quick else args.images
+    methods = resolve_methods("levels,jnd,bim,fgsm" if args.quick else args.methods)
+    budget = 30 if args.quick else None
+    configs = [("untargeted", BenchConfig(
+        models=models, methods=methods, goal=args.goal, n=n, batch_size=args.batch_size, max_iter=budget,
+        threshold_methods=resolve_methods(args.table3_methods) if args.table3_methods else None,
+        threshold_n=2 if args.quick else args.table3_images, figure_images=1 if args.quick else 2,
+        figure_iters=20 if args.quick else 100))]
+    if args.robust_methods:
+        configs.append(("jpeg:90", BenchConfig(
+            models=models, methods=resolve_methods(args.robust_methods), goal=args.goal, n=n, robust="jpeg:90",
+            batch_size=args.batch_size, max_iter=budget, threshold_goals=(), figure_images=0)))
     cmd = "python benchmarks/bench_protect.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    block = (f"<!-- {args.tag}:start -->\n"
-             f"Command: `{cmd.strip()}`  \n"
-             f"Machine: {info['cpu']}, {info['cores']} cores, torch threads {info['threads']}; "
-             f"jndkit {info['jndkit']}, torch {info['torch']}, torchvision {info['torchvision']}, "
-             f"Python {info['python']}.  \n"
-             f"Set: {args.n} crops of the package-shipped photos per model, label = the model's own prediction "
-             f"(confidence ≥ 0.5); goal {args.goal}; success judged on the PNG-decoded image at batch 1"
-             f"{'' if args.robust == 'none' else f', after {args.robust} re-encoding'}. Quality columns average the "
-             f"successful images.\n\n{table}\n<!-- {args.tag}:end -->")
-    print(block)
+    blocks = []
+    t0 = time.perf_counter()
+    for label, config in configs:
+        def progress(done: int, total: int, what: str, label: str = label) -> None:
+            print(f"[{label}] {done}/{total} {what}", file=sys.stderr, flush=True)
+
+        sub = out  # one cache for both: rows are keyed by robust
+        result = run_benchmark(config, sub, progress=progress)
+        fig = None
+        if result.figure is not None:
+            keep = sub / "confidence.png"
+            fig = f"../{keep.relative_to(ROOT)}" if keep.is_relative_to(ROOT) else str(keep)
+        blocks.append(f"## {config.goal}, robust {config.robust}\n\n"
+                      + report_markdown(result, figure=fig, command=cmd.strip())
+                      .replace("### ", "#### "))
+        (sub / f"tables_{re.sub(r'[^a-z0-9]+', '-', label)}.md").write_text(blocks[-1])
+    text = (f"<!-- {TAG}:start -->\n_Generated by `{cmd.strip()}` in {time.perf_counter() - t0:.0f} s "
+            f"(cached rows are reused; see benchmarks/README.md for the method)._\n\n" + "\n\n".join(blocks)
+            + f"\n<!-- {TAG}:end -->")
+    print(text)
     if args.write_docs:
         DOCS.parent.mkdir(parents=True, exist_ok=True)
-        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-        pat = re.compile(rf"<!-- {re.escape(args.tag)}:start -->.*?<!-- {re.escape(args.tag)}:end -->", re.S)
-        if pat.search(text):
-            text = pat.sub(lambda _: block, text)
-        else:
-            text = text.rstrip() + f"\n\n## {args.tag}\n\n" + block + "\n"
-        DOCS.write_text(text)
+        doc = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+        pat = re.compile(rf"<!-- {re.escape(TAG)}:start -->.*?<!-- {re.escape(TAG)}:end -->", re.DOTALL)
+        doc = pat.sub(lambda _: text, doc) if pat.search(doc) else doc.rstrip() + "\n\n" + text + "\n"
+        DOCS.write_text(doc)
     return 0
 
 

@@ -253,6 +253,8 @@ from .cli_machine_jnd import machine_jnd_app  # noqa: E402
 app.add_typer(machine_jnd_app, name="machine-jnd")
 
 
+from .cli_bench import bench as _bench  # noqa: E402
+app.command("bench")(_bench)
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,284 @@
+"""The benchmark: deterministic set, saved-file success, tables that match the CSV, resume, transfer, CLI.
+
+Most tests run on two tiny convolutional victims at 32 px (milliseconds per attack); the set,
+and the CLI test, use the offline mobilenet_v2.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from jndkit import bench
+from jndkit.attacks import METHODS
+from jndkit.bench import (
+    BenchConfig,
+    evaluation_set,
+    judge_saved,
+    read_csv,
+    resolve_methods,
+    run_benchmark,
+    summary_table,
+)
+from jndkit.errors import InputError
+from jndkit.images import load_image
+from jndkit.victims import ClassifierVictim
+
+
+def tiny_victim(seed: int, name: str) -> ClassifierVictim:
+    """A small random CNN at 32 px whose logits are scaled so that its answers are confident."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(8 * 16 * 16, 10),
+    )
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 20.0 * self.net(x)
+
+    return ClassifierVictim(Scaled(), input_size=(32, 32), name=name).eval()
+
+
+@pytest.fixture(scope="module")
+def tinies():
+    return {"tinyA": tiny_victim(0, "tinyA"), "tinyB": tiny_victim(1, "tinyB")}
+
+
+def _config(**kw) -> BenchConfig:
+    base = dict(models=["tinyA", "tinyB"], methods=resolve_methods("fgsm,bim"), n=4, batch_size=3, max_iter=40,
+                threshold_goals=("margin:0.25",), threshold_methods=[("bim", "default")], threshold_n=2,
+                figure_methods=[("levels", "default")], figure_images=1, figure_iters=6)
+    base.update(kw)
+    return BenchConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tinies, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = run_benchmark(_config(), out, victims=tinies)
+    return out, result
+
+
+# ---------------------------------------------------------------------------------- the set
+def test_evaluation_set_is_deterministic_and_labelled_by_the_model(mobilenet):
+    x1, y1, n1 = evaluation_set(mobilenet, 6)
+    x2, y2, n2 = evaluation_set(mobilenet, 6)
+    assert torch.equal(x1, x2) and torch.equal(y1, y2) and n1 == n2
+    assert x1.shape == (6, 3, 224, 224) and len(set(n1)) == 6
+    assert torch.equal(x1, torch.round(x1 * 255) / 255)  # already 8-bit
+    with torch.no_grad():
+        probs = mobilenet(x1).softmax(1)
+    assert torch.equal(probs.argmax(1), y1)
+    assert bool((probs.max(1).values >= 0.5).all())
+
+
+def test_evaluation_set_from_a_folder(tmp_path, tinies):
+    from PIL import Image
+
+    from jndkit.samples import sample_array
+
+    for i, name in enumerate(["astronaut", "chelsea", "coffee"]):
+        Image.fromarray(sample_array(name)).save(tmp_path / f"{i}_{name}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    x, _, names = evaluation_set(tinies["tinyA"], 3, data=tmp_path, min_confidence=0.0)
+    assert names == ["0_astronaut.png", "1_chelsea.png", "2_coffee.png"]
+    assert x.shape == (3, 3, 32, 32)
+    with pytest.raises(InputError, match="only 3 images"):
+        evaluation_set(tinies["tinyA"], 4, data=tmp_path, min_confidence=0.0)
+
+
+# ---------------------------------------------------------------------------------- methods
+def test_resolve_methods_covers_the_registry_and_families():
+    every = resolve_methods("all")
+    assert {m for m, _ in every} == set(METHODS)
+    assert all(p == METHODS[m].default for m, p in every)
+    assert every[0] == ("levels", "default")  # jndkit's own first
+    assert {m for m, _ in resolve_methods("baselines")} == {n for n, s in METHODS.items() if s.family == "baseline"}
+    assert {m for m, _ in resolve_methods("seeds")} == {n for n, s in METHODS.items() if s.family == "seed"}
+    assert resolve_methods("jnd:paper-imagenet, bim, bim") == [("jnd", "paper-imagenet"), ("bim", "default")]
+    with pytest.raises(InputError, match="unknown method 'nope'"):
+        resolve_methods("nope")
+    with pytest.raises(InputError, match="no preset 'x'"):
+        resolve_methods("levels:x")
+
+
+# ---------------------------------------------------------------------------------- one run
+def test_rows_cover_every_model_method_and_image(tiny_run):
+    out, result = tiny_run
+    assert not result.errors
+    keys = {(r.model, r.method) for r in result.rows}
+    assert keys == {(m, k) for m in ("tinyA", "tinyB") for k in ("fgsm", "bim")}
+    assert len(result.rows) == 2 * 2 * 4
+    assert any(r.success for r in result.rows)
+    assert {r.goal for r in result.threshold_rows} == {"margin:0.25"} and len(result.threshold_rows) == 2 * 2
+    assert len(read_csv(out / "results.csv")) == len(result.rows)
+
+
+def test_saved_success_in_the_csv_agrees_with_rejudging_the_files(tiny_run, tinies):
+    out, _ = tiny_run
+    rows = read_csv(out / "results.csv")
+    for model, victim in tinies.items():
+        x0, _, names = evaluation_set(victim, 4)
+        clean = dict(zip(names, x0))
+        for r in (r for r in rows if r.model == model):
+            saved = load_image(r.path).rgb
+            ok, adv, _ = judge_saved(victim, r.goal, 0.05, clean[r.image], saved)
+            assert ok == r.success, r
+            assert adv == r.adv_label
+            # a saved success means the victim's answer changed
+            if ok:
+                assert adv != r.label
+            # the quality columns are measured on that file
+            mse = float(((saved.double() - clean[r.image].double()) ** 2).mean())
+            assert r.psnr == pytest.approx(10 * np.log10(1 / mse) if mse > 0 else float("inf"), abs=1e-4)
+
+
+def _column(table: str, title: str) -> dict[tuple[str, str], float]:
+    lines = [ln for ln in table.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    j = head.index(title)
+    out = {}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        m = re.match(r"(-?[\d.]+) ± ([\d.]+)", cells[j])
+        if m:
+            out[(cells[0], cells[1])] = float(m.group(1))
+    return out
+
+
+def test_markdown_means_equal_the_csv_means(tiny_run):
+    out, _ = tiny_run
+    rows = read_csv(out / "results.csv")
+    text = (out / "tables.md").read_text()
+    assert summary_table(rows) in text
+    quality = bench.quality_table(rows)
+    checked = 0
+    for title, field, digits, table in (("PSNR dB", "psnr", 2, summary_table(rows)), ("SSIM", "ssim", 5, quality),
+                                        ("UQI", "uqi", 5, quality), ("iterations K", "iterations", 1,
+                                                                          summary_table(rows))):
+        col = _column(table, title)
+        for (model, method), shown in col.items():
+            vals = [float(getattr(r, field)) for r in rows if r.model == model and r.method == method and r.success]
+            assert shown == pytest.approx(round(float(np.mean(vals)), digits), abs=10 ** -digits), (title, model,
+                                                                                                  method)
+            checked += 1
+    assert checked >= 8
+    # saved success column
+    for ln in summary_table(rows).splitlines()[2:]:
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        rs = [r for r in rows if r.model == cells[0] and r.method == cells[1]]
+        assert cells[6] == f"{100 * sum(r.success for r in rs) / len(rs):.1f} %"
+
+
+def test_transfer_diagonal_equals_per_model_success(tiny_run):
+    out, result = tiny_run
+    assert result.transfer
+    for (method, preset, goal, robust), m in result.transfer.items():
+        for model in ("tinyA", "tinyB"):
+            rs = [r for r in result.rows if r.model == model and r.method == method]
+            assert m[(model, model)] == pytest.approx(sum(r.success for r in rs) / len(rs))
+        assert set(m) == {(a, b) for a in ("tinyA", "tinyB") for b in ("tinyA", "tinyB")}
+    with open(out / "transfer.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4 * len(result.transfer)
+
+
+def test_confidence_figure_and_curves(tiny_run):
+    out, result = tiny_run
+    assert (out / "confidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(result.curves) == 2  # one image per model
+    for curves in result.curves.values():
+        (c,) = curves
+        assert c["method"] == "levels" and len(c["wrong"]) == len(c["true"]) == 6 + 1
+        assert all(0.0 <= p <= 1.0 for p in c["wrong"] + c["true"])
+        assert c["true"][0] >= 0.5  # the clean image: the model's own confident label
+        if c["K"] is not None:  # at K the saved iterate's top wrong class beats the clean label
+            assert c["wrong"][c["K"]] > c["true"][c["K"]]
+
+
+# ---------------------------------------------------------------------------------- resume
+def test_a_rerun_does_no_attack_work_and_a_larger_set_attacks_only_new_images(tiny_run, tinies, monkeypatch):
+    out, first = tiny_run
+    calls: list[int] = []
+    real = bench.run_attack
+
+    def counting(method, victim, goal, x0, *a, **k):
+        calls.append(x0.shape[0])
+        return real(method, victim, goal, x0, *a, **k)
+
+    monkeypatch.setattr(bench, "run_attack", counting)
+    again = run_benchmark(_config(), out, victims=tinies)
+    assert calls == []
+    assert [(r.model, r.method, r.image, r.success, r.psnr) for r in again.rows] == \
+        [(r.model, r.method, r.image, r.success, r.psnr) for r in first.rows]
+    more = run_benchmark(_config(n=5, threshold_goals=(), figure_images=0, transfer=False), out, victims=tinies)
+    assert calls == [1] * 4  # one new image, for 2 models x 2 methods
+    assert len(more.rows) == 2 * 2 * 5
+
+
+def test_bad_config_is_an_input_error(tmp_path, tinies):
+    with pytest.raises(InputError, match="robust"):
+        run_benchmark(_config(robust="gif:3"), tmp_path, victims=tinies)
+    with pytest.raises(InputError, match="goal"):
+        run_benchmark(_config(goal="sideways"), tmp_path, victims=tinies)
+
+
+# ---------------------------------------------------------------------------------- CLI
+runner = CliRunner()
+
+
+def test_cli_bench_quick_on_tiny_victims(tmp_path, tinies, monkeypatch):
+    import jndkit.victims
+    from jndkit.cli import app
+
+    monkeypatch.setattr(jndkit.victims, "load_victim", lambda name, *a, **k: tinies[name])
+    out = tmp_path / "b"
+    args = ["bench", "--quick", "--models", "tinyA,tinyB", "--methods", "fgsm,bim", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| tinyA | fgsm | default | untargeted | none | 4 |" in result.output
+    assert "| tinyB | bim | default | untargeted | none | 4 |" in result.output
+    for f in ("results.csv", "thresholds.csv", "transfer.csv", "tables.md", "confidence.png"):
+        assert (out / f).exists(), f
+    text = (out / "tables.md").read_text()
+    assert "seed 000 Table 3" in text and "Transfer" in text and "tinyA" in text
+    thr = read_csv(out / "thresholds.csv")
+    assert {r.goal for r in thr} == {"margin:0.25", "margin:0.6"} and len(thr) == 2 * 2 * 2  # bim only (fgsm is one step); --quick: 2 images
+
+
+@pytest.mark.slow
+def test_cli_bench_quick_on_mobilenet(tmp_path):
+    from jndkit.cli import app
+
+    out = tmp_path / "b"
+    args = ["bench", "--quick", "--models", "mobilenet_v2", "--methods", "fgsm,levels", "--images", "2",
+            "--max-iter", "8", "--table3-images", "1", "--table3-methods", "levels", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| mobilenet_v2 | fgsm | default | untargeted | none | 2 |" in result.output
+    for f in ("results.csv", "thresholds.csv", "tables.md", "confidence.png"):
+        assert (out / f).exists(), f
+    rows = read_csv(out / "results.csv")
+    assert len(rows) == 4 and all(load_image(r.path).rgb.shape == (3, 224, 224) for r in rows)
+    # rerun: everything comes from the cache, same table
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and again.output.split("\n")[:4] == result.output.split("\n")[:4]
+
+
+def test_cli_bench_rejects_unknown_methods_and_flags(tmp_path):
+    from jndkit.cli import app
+
+    r = runner.invoke(app, ["bench", "--methods", "nope", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown method 'nope'" in r.output
+    r = runner.invoke(app, ["bench", "--imagez", "3"])
+    assert r.exit_code == 2
