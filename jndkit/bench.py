@@ -432,7 +432,7 @@ def confidence_curve(victim: ClassifierVictim, x0: torch.Tensor, method: str, pr
 
     Returns:
         ``{"true": [...], "wrong": [...], "K": int | None, "label": int}``: per iteration
-        (index 0 = the clean image) the probability of the clean label and of the top wrong
+        (index k = the image after k updates, ``max_iter`` of them) the probability of the clean label and of the top wrong
         class; ``K`` the first iteration whose quantized image reaches the goal with margin
         ``kappa`` (the JND image), ``None`` if none does.
     """
@@ -444,7 +444,7 @@ def confidence_curve(victim: ClassifierVictim, x0: torch.Tensor, method: str, pr
     m = get_method(method, preset)
     run_attack(m, rec, never, x0[None], max_iter=max_iter, seed=seed, retries=False)
     y = int(clean.argmax(1)[0])
-    probs = [clean.softmax(1)[0]] + rec.probs
+    probs = rec.probs  # probs[k]: the 8-bit image after k updates (k = 0: the start, clean or random start)
     true = [float(p[y]) for p in probs]
     wrong = [float(torch.cat([p[:y], p[y + 1 :]]).max()) for p in probs]
     k = None
@@ -852,6 +852,27 @@ def transfer_table(matrix: dict[tuple[str, str, str, str], dict[tuple[str, str],
     return "\n".join(lines)
 
 
+def ranking_table(rows: Sequence[BenchRow]) -> str:
+    """Per model and robustness setting, the methods whose saved files all succeed, best mean PSNR first,
+    with each one's PSNR and SSIM difference to the best of the *other* families (jndkit vs the rest)."""
+    lines = ["| model | robust | rank | method | family | PSNR dB | SSIM | ΔPSNR to best other family | "
+             "ΔSSIM to best other family |", "|---|---|---|---|---|---|---|---|---|"]
+    by: dict[tuple[str, str], list[tuple[str, str, float, float]]] = {}
+    for (model, method, preset, _goal, robust), rs in _groups(rows).items():
+        if rs and all(r.success for r in rs):
+            fam = METHODS[method].family if method in METHODS else "?"
+            by.setdefault((model, robust), []).append((f"{method}:{preset}", fam, _stats([r.psnr for r in rs])[0],
+                                                       _stats([r.ssim for r in rs])[0]))
+    for (model, robust), ms in by.items():
+        ms.sort(key=lambda t: -t[2])
+        for i, (name, fam, p, q) in enumerate(ms, 1):
+            other = [t for t in ms if (t[1] == "jndkit") != (fam == "jndkit")]
+            dp = f"{p - max(t[2] for t in other):+.2f}" if other else "–"
+            dq = f"{q - max(t[3] for t in other):+.5f}" if other else "–"
+            lines.append(f"| {model} | {robust} | {i} | {name} | {fam} | {p:.2f} | {q:.5f} | {dp} | {dq} |")
+    return "\n".join(lines)
+
+
 def report_markdown(result: BenchResult, figure: str | None = None, command: str | None = None) -> str:
     """All the tables of a benchmark as one Markdown text (what ``tables.md`` holds)."""
     c = result.config
@@ -871,6 +892,7 @@ def report_markdown(result: BenchResult, figure: str | None = None, command: str
     if result.errors:
         parts.append("Not measured (errors): " + "; ".join(result.errors) + "\n")
     parts += ["### Success, PSNR, SSIM, iterations and time (seed 001 Tables I-II)\n", summary_table(result.rows), ""]
+    parts += ["### Methods at 100 % saved success, by PSNR\n", ranking_table(result.rows), ""]
     parts += ["### Image quality, higher is better (seed 000 Tables 1 and 4)\n", quality_table(result.rows), ""]
     parts += ["### Distances, lower is better (seed 000 Tables 2 and 5)\n", distance_table(result.rows), ""]
     if result.threshold_rows:

@@ -199,7 +199,7 @@ def test_confidence_figure_and_curves(tiny_run):
     assert len(result.curves) == 2  # one image per model
     for curves in result.curves.values():
         (c,) = curves
-        assert c["method"] == "levels" and len(c["wrong"]) == len(c["true"]) == 6 + 1
+        assert c["method"] == "levels" and len(c["wrong"]) == len(c["true"]) == 6
         assert all(0.0 <= p <= 1.0 for p in c["wrong"] + c["true"])
         assert c["true"][0] >= 0.5  # the clean image: the model's own confident label
         if c["K"] is not None:  # at K the saved iterate's top wrong class beats the clean label
@@ -282,3 +282,14 @@ def test_cli_bench_rejects_unknown_methods_and_flags(tmp_path):
     assert r.exit_code == 2 and "unknown method 'nope'" in r.output
     r = runner.invoke(app, ["bench", "--imagez", "3"])
     assert r.exit_code == 2
+
+
+def test_ranking_lists_only_methods_at_full_saved_success(tiny_run):
+    from jndkit.bench import _groups, ranking_table
+
+    _, result = tiny_run
+    table = ranking_table(result.rows)
+    full = {(k[0], k[1]) for k, rs in _groups(result.rows).items() if all(r.success for r in rs)}
+    listed = {(c[0], c[3].split(":")[0]) for c in
+              ([x.strip() for x in ln.strip("|").split("|")] for ln in table.splitlines()[2:])}
+    assert listed == full
