@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal", default="untargeted")
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--table3-images", type=int, default=8)
-    ap.add_argument("--table3-methods", default="levels,jnd,bim")
+    ap.add_argument("--table3-methods", default="levels,jnd,bim", help="'' for no Table 3")
+    ap.add_argument("--figure-methods", default="levels,jnd,bim", help="'' for no Figure 4")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared 2-core machine)")
     ap.add_argument("--out", default=None, help="cache and output folder (default benchmarks/results/bench)")
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = 30 if args.quick else None
     configs = [("untargeted", BenchConfig(
         models=models, methods=methods, goal=args.goal, n=n, batch_size=args.batch_size, max_iter=budget,
-        threshold_methods=resolve_methods(args.table3_methods) if args.table3_methods else None,
-        threshold_n=2 if args.quick else args.table3_images, figure_images=1 if args.quick else 2,
+        threshold_goals=("margin:0.25", "margin:0.6") if args.table3_methods else (),
+        threshold_methods=[m for m in resolve_methods(args.table3_methods) if m in methods] if args.table3_methods
+        else None,
+        threshold_n=2 if args.quick else args.table3_images,
+        figure_methods=[m for m in resolve_methods(args.figure_methods) if m in methods] if args.figure_methods else [],
+        figure_images=1 if args.quick else 2,
         figure_iters=20 if args.quick else 100))]
     if args.robust_methods:
         configs.append(("jpeg:90", BenchConfig(

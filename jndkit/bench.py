@@ -577,6 +577,8 @@ class BenchConfig:
             raise InputError(f"images must be >= 1, got {self.n}")
         if self.jobs < 1:
             raise InputError(f"jobs must be >= 1, got {self.jobs}")
+        if self.threshold_n is not None and self.threshold_n < 1:
+            raise InputError(f"Table 3 images must be >= 1, got {self.threshold_n}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         parse_goal(self.goal, self.kappa)
@@ -666,7 +668,7 @@ def run_benchmark(config: BenchConfig, out: str | os.PathLike[str], progress: Pr
     t_start = time.perf_counter()
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
-    n_thr = min(config.n, config.threshold_n or config.n)
+    n_thr = config.n if config.threshold_n is None else min(config.n, config.threshold_n)
     tasks = _tasks(config, n_thr)
     total = sum(t[4] for t in tasks)
     done = 0
