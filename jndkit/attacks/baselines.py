@@ -13,6 +13,24 @@ deepfool   :class:`DeepFoolStep` (linearise the top-k logits, step to the    Moo
 cw         Adam on ``tanh`` variable, ``||x-x0||² + c·f(x)``, c ×10 retries  Carlini & Wagner, S&P 2017
 ddn        :class:`DDNStep` (normalised gradient step, L2 radius schedule)   Rony et al., CVPR 2019
 =========  ===============================================================  =========================
+
+Measured (mobilenet_v2, untargeted, default goal margin 0.05; skimage coffee, chelsea, astronaut,
+rocket resized to 224x224; saved-image success re-judged at batch 1; PSNR of the saved image, dB):
+
+====================  =======  =================================
+method (preset)       success  PSNR coffee/chelsea/astronaut/rocket
+====================  =======  =================================
+deepfool (default)    4/4      61.6 / 65.6 / 73.9 / 78.7
+cw (default)          4/4      49.5 / 48.2 / 49.6 / 48.5
+cw (pruned)           4/4      55.6 / 61.1 / 68.4 / 72.3
+ddn (default)         4/4      61.1 / 64.7 / 71.2 / 69.9
+ddn (pruned)          4/4      62.1 / 65.7 / 73.2 / 76.9
+pgd (eps 4/255)       4/4      40.4 / 40.4 / 40.7 / 40.4
+====================  =======  =================================
+
+C&W's Adam moves every value by about ``lr`` in ``w`` at its first steps whatever ``c`` is, so its
+first saved success comes early and dense (K = 1 on all four); the pruning pass is what makes it
+competitive. DeepFool costs ``k + 2`` victim passes per step (about 6x DDN per photo here).
 """
 
 from __future__ import annotations
@@ -264,5 +282,5 @@ DDN_PRESETS = {
 }
 
 register(MethodSpec("deepfool", deepfool, DEEPFOOL_PRESETS, "default", BASELINE_TEXT["deepfool"], "baseline"))
-register(MethodSpec("cw", cw, CW_PRESETS, "default", BASELINE_TEXT["cw"], "baseline", aliases=("cw-l2",)))
+register(MethodSpec("cw", cw, CW_PRESETS, "default", BASELINE_TEXT["cw"], "baseline"))
 register(MethodSpec("ddn", ddn, DDN_PRESETS, "default", BASELINE_TEXT["ddn"], "baseline"))
