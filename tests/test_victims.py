@@ -47,3 +47,12 @@ def test_class_lookup(mobilenet):
     assert mobilenet.class_index("espresso") == 967
     with pytest.raises(InputError, match="did you mean"):
         mobilenet.class_index("espress")
+
+
+def test_victim_is_in_eval_mode_so_batch_statistics_never_leak(mobilenet, photo_fn):
+    assert mobilenet.training is False and mobilenet.model.training is False
+    x = photo_fn("chelsea")
+    with torch.no_grad():
+        single = mobilenet(x)
+        batch = mobilenet(torch.cat([x, photo_fn("rocket")]))[:1]
+    assert torch.allclose(single, batch, atol=1e-4)

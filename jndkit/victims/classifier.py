@@ -54,6 +54,9 @@ class ClassifierVictim(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.labels = list(labels) if labels is not None else None
         self.name = name
+        # A victim is always in inference mode (BatchNorm running statistics, no dropout). Libraries
+        # that save and restore `.training` around an attack (torchattacks) then restore eval mode.
+        self.eval()
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` in [0,1] -> normalised model input (resized)."""
