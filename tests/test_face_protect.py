@@ -265,3 +265,24 @@ def test_impersonate_needs_the_name_in_the_gallery(models: tuple[Any, Any]) -> N
         FaceProtector("impersonate:biden", {"obama": torch.zeros(1, 128)}, detector=det, net=net)
     with pytest.raises(InputError, match="unknown face goal"):
         FaceProtector("vanish", detector=det, net=net)
+
+
+@pytest.mark.slow
+def test_impersonation_of_biden_by_obama_holds_for_dlib(
+    tmp_path: Path, photo_paths: dict[str, Path], models: tuple[Any, Any], dlib_recogniser: Any
+) -> None:
+    """The gallery holds biden.jpg; the protected obama.jpg, written and re-read, is Biden to dlib's
+    own pipeline (distance < 0.6 to dlib's descriptor of biden.jpg; clean: 0.84)."""
+    from jndkit.face import embed_faces
+
+    det, net = models
+    biden = load_image(photo_paths["biden"]).rgb
+    gallery = {"biden": embed_faces(biden, det.detect(biden, min_prob=0.9)[:1], net)}
+    (rec,) = _protect([photo_paths["obama"]], tmp_path / "out", models, goal="impersonate:biden", gallery=gallery,
+                      method="ddn")
+    assert rec.status == "protected", rec.to_json()
+    assert rec.faces[0]["identity_after"] == "biden" and rec.faces[0]["distance_after"] < 0.6
+    target = dlib_recogniser(photo_paths["biden"])[0]
+    after = dlib_recogniser(Path(rec.output))
+    assert len(after) == 1
+    assert float(np.linalg.norm(after[0] - target)) < 0.6
