@@ -35,7 +35,9 @@ def protect(
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing)."),
     model: str = typer.Option("mobilenet_v2", "--model", help="Victim model (see `jndkit models`)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weight file for torchvision:/timm: models."),
-    method: str = typer.Option("levels", "--method", help="Attack method (see `jndkit methods`)."),
+    method: Optional[str] = typer.Option(None, "--method",
+                                         help="Attack method (see `jndkit methods`); default: levels for classify, "
+                                              "ddn for face (best dodging quality measured, docs/face.md)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
     task: str = typer.Option("classify", "--task", help="classify (image classifier) | face (face recognition)."),
     goal: Optional[str] = typer.Option(None, "--goal",
@@ -56,7 +58,7 @@ def protect(
 ) -> None:
     """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files)."""
     if task == "face":
-        _protect_faces(paths, output, goal or "dodge", gallery, method, preset, max_iter, seed, fmt, quality, robust,
+        _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt, quality, robust,
                        resume, kappa, as_json)
         return
     if task != "classify":
@@ -64,6 +66,7 @@ def protect(
     if gallery is not None:
         _fail("--gallery is for --task face")
     goal = goal or "untargeted"
+    method = method or "levels"
     from .protect import ProtectConfig, Protector, protect_paths, summarise
 
     config = ProtectConfig(model=model, weights=str(weights) if weights else None, method=method, preset=preset,
