@@ -857,8 +857,9 @@ def transfer_table(matrix: dict[tuple[str, str, str, str], dict[tuple[str, str],
 def ranking_table(rows: Sequence[BenchRow]) -> str:
     """Per model and robustness setting, the methods whose saved files all succeed, best mean PSNR first,
     with each one's PSNR and SSIM difference to the best of the *other* families (jndkit vs the rest)."""
-    lines = ["| model | robust | rank | method | family | PSNR dB | SSIM | ΔPSNR to best other family | "
-             "ΔSSIM to best other family |", "|---|---|---|---|---|---|---|---|---|"]
+    head = ("| model | robust | rank | method | family | PSNR dB | SSIM | ΔPSNR to best other family | "
+            "ΔSSIM to best other family |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     by: dict[tuple[str, str], list[tuple[str, str, float, float]]] = {}
     for (model, method, preset, _goal, robust), rs in _groups(rows).items():
         if rs and all(r.success for r in rs):
