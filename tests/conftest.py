@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from jndkit.images import quantize
 
+FACE_PHOTOS = ("obama", "obama2", "obama3", "biden")
+
 
 @pytest.fixture(scope="session")
 def mobilenet():
@@ -38,3 +40,20 @@ def photo(name: str, size: int | None = 224) -> torch.Tensor:
 @pytest.fixture
 def photo_fn():
     return photo
+
+
+@pytest.fixture(scope="session")
+def photo_paths():
+    """The face_recognition 1.3.0 sdist test photos, fetched with pip from the package registry
+    into .cache/face_photos (never committed); the tests that need them skip if pip cannot."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = root / ".cache" / "face_photos"
+    script = root / "scripts" / "fetch_face_test_photos.py"
+    proc = subprocess.run([sys.executable, str(script), str(cache)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.skip(f"face test photos unavailable (pip could not fetch face_recognition==1.3.0): {proc.stderr.strip()}")
+    return {n: cache / f"{n}.jpg" for n in FACE_PHOTOS}

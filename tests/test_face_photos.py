@@ -9,8 +9,6 @@ and skip without it. Reference distances (SPECS §5, dlib-bin + face_recognition
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +37,7 @@ NAMES = ("obama", "obama2", "obama3", "biden")
 SPEC_DISTANCES = {("obama", "obama2"): 0.346, ("obama", "obama3"): 0.332, ("obama2", "obama3"): 0.428, ("obama", "biden"): 0.840}
 
 
-@pytest.fixture(scope="session")
-def photo_paths() -> dict[str, Path]:
-    cache = ROOT / ".cache" / "face_photos"
-    script = ROOT / "scripts" / "fetch_face_test_photos.py"
-    proc = subprocess.run([sys.executable, str(script), str(cache)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"face test photos unavailable (pip could not fetch face_recognition==1.3.0 from PyPI): {proc.stderr.strip()}")
-    return {n: cache / f"{n}.jpg" for n in NAMES}
+# `photo_paths` (the face_recognition 1.3.0 sdist photos, fetched once into .cache) is in conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ predictor, ``face_recognition_model_v1``), not the PyTorch port the attack diffe
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +164,7 @@ def test_engine_leaves_ordinary_victims_alone() -> None:
 # ------------------------------------------------------------------------------------ photos
 
 
-@pytest.fixture(scope="session")
-def photo_paths() -> dict[str, Path]:
-    cache = ROOT / ".cache" / "face_photos"
-    script = ROOT / "scripts" / "fetch_face_test_photos.py"
-    proc = subprocess.run([sys.executable, str(script), str(cache)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"face test photos unavailable: {proc.stderr.strip()}")
-    return {n: cache / f"{n}.jpg" for n in NAMES}
+# `photo_paths` (the face_recognition 1.3.0 sdist photos, fetched once into .cache) is in conftest.py
 
 
 @pytest.fixture(scope="module")
