@@ -198,6 +198,39 @@ def report(groups: list[str], models: tuple[str, ...]) -> str:
     return "\n".join(out)
 
 
+def compact(models: tuple[str, ...] = MODELS) -> str:
+    """One compact table of the main presets (p1 untargeted, p2 least-likely) for docs/benchmarks.md:
+    saved success, PSNR, SSIM (mean ± std over the successful images), K and s / image per run."""
+    import statistics
+
+    def ms(vals: list[float], fmt: str) -> str:
+        if not vals:
+            return "–"
+        sd = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        return f"{format(statistics.fmean(vals), fmt)} ± {format(sd, fmt)}"
+
+    lines = ["| model | goal | method:preset | n | saved success | PSNR dB | SSIM | K | s / image |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    missing = []
+    for model in models:
+        for g in ("p1", "p2"):
+            for r in plan(g, (model,)):
+                if not r.csv().exists():
+                    missing.append(f"{model} {r.method}:{r.preset} {r.goal}")
+                    continue
+                rows = read_csv(r.csv())
+                ok = [x for x in rows if x.success]
+                n = f"{len(rows)}" if len(rows) >= r.n else f"{len(rows)} of {r.n}"
+                lines.append(f"| {model} | {r.goal} | {r.method}:{r.preset} | {n} | {len(ok)}/{len(rows)} | "
+                             f"{ms([x.psnr for x in ok], '.2f')} | {ms([x.ssim for x in ok], '.5f')} | "
+                             f"{ms([float(x.iterations) for x in ok], '.1f')} | "
+                             f"{statistics.fmean(x.seconds for x in rows):.2f} |")
+    out = "\n".join(lines) + "\n"
+    if missing:
+        out += "\nNot run: " + "; ".join(missing) + ".\n"
+    return out
+
+
 def write_doc(md: str, doc: Path) -> None:
     block = f"{BEGIN}\n{md}\n{END}"
     if doc.exists():
@@ -222,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only assemble the tables from the cache")
     ap.add_argument("--report-groups", default=",".join(GROUPS), help="groups in the Markdown")
     ap.add_argument("--doc", default=str(DOC), help="Markdown document to update ('' to skip)")
+    ap.add_argument("--compact", action="store_true",
+                    help="print only the compact main-preset table (for docs/benchmarks.md) and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     models = tuple(m for m in args.models.split(",") if m)
@@ -229,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(time.strftime("%H:%M:%S"), msg, file=sys.stderr, flush=True)
 
+    if args.compact:
+        print(compact())
+        return 0
     if not args.report:
         for g in args.group or ["p1"]:
             for r in plan(g, models):
