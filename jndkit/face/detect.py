@@ -7,9 +7,13 @@ candidates, ONet rescores 48x48 crops and gives 5 landmarks. A face is kept when
 probabilities exceed the thresholds (0.6, 0.7, 0.7). The nets see ``(x*255 - 127.5) * 0.0078125``.
 
 ``MTCNN.detect`` runs under ``no_grad`` with NumPy NMS and integer crops, so it is not
-differentiable. :meth:`FaceDetector.face_probabilities` re-runs the three nets on a
-differentiable image at fixed (detached) boxes, so an attack that hides a face can push the
-probabilities below the thresholds.
+differentiable. :meth:`FaceDetector.face_logits` re-runs the three nets on a differentiable image
+at fixed (detached) boxes, so an attack that hides a face can push them below the thresholds.
+
+Each net ends in a 2-way softmax, so its face probability is ``p = sigmoid(z)`` with ``z`` the
+face logit minus the background logit (read before the softmax). ``p > t`` if and only if
+``z > log(t / (1 - t))`` (:func:`logit_threshold`). The probabilities of a clearly visible face
+saturate (PNet's reaches 1.0 in float32: its gradient is zero), so attacks work on ``z``.
 
 Weights: ``pnet.pt``, ``rnet.pt``, ``onet.pt`` in the ``facenet_pytorch/data`` folder of the
 facenet-pytorch 2.6.0 wheel (``pip install --no-deps facenet-pytorch==2.6.0``); nothing is
@@ -19,6 +23,7 @@ downloaded.
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +37,7 @@ from ..errors import InputError, WeightsNotFoundError
 if TYPE_CHECKING:  # pragma: no cover
     from facenet_pytorch import MTCNN
 
-__all__ = ["Face", "FaceDetector", "FaceProbabilities"]
+__all__ = ["Face", "FaceDetector", "FaceLogits", "FaceProbabilities", "logit_threshold"]
 
 _INSTALL_HINT = "install it with `pip install --no-deps facenet-pytorch==2.6.0`"
 
@@ -74,6 +79,67 @@ class FaceProbabilities:
         """``[N,3]`` probability minus threshold per stage (negative = this stage rejects the face)."""
         t = torch.tensor(self.thresholds, dtype=self.pnet.dtype, device=self.pnet.device)
         return torch.stack([self.pnet, self.rnet, self.onet], dim=1) - t
+
+
+def logit_threshold(p: float) -> float:
+    """The logit ``log(p / (1 - p))`` of a probability threshold: ``sigmoid(z) > p`` iff ``z >`` it.
+
+    >>> round(logit_threshold(0.6), 4), round(logit_threshold(0.7), 4)
+    (0.4055, 0.8473)
+    """
+    if not 0.0 < p < 1.0:
+        raise InputError(f"a probability threshold must lie in (0, 1) to have a logit, got {p}")
+    return math.log(p / (1.0 - p))
+
+
+@dataclass(frozen=True)
+class FaceLogits:
+    """Differentiable face logits (face minus background, before the softmax) of the MTCNN nets.
+
+    Attributes:
+        pnet: per box, ``[W]`` logits of every PNet window (all pyramid scales) whose centre lies in
+            the box (grown by ``grow``); MTCNN keeps a window as a candidate when its logit exceeds
+            ``thresholds[0]``.
+        rnet: ``[N]`` RNet logit of each box's square crop resized to 24x24.
+        onet: ``[N]`` ONet logit of each box's square crop resized to 48x48.
+        thresholds: MTCNN's probability thresholds as logits (:func:`logit_threshold`).
+    """
+
+    pnet: list[torch.Tensor]
+    rnet: torch.Tensor
+    onet: torch.Tensor
+    thresholds: tuple[float, float, float]
+
+    def margins(self, stages: tuple[str, ...] = ("pnet", "rnet", "onet")) -> list[torch.Tensor]:
+        """Per box, the logits minus their thresholds of the asked stages, concatenated: its PNet
+        windows, then RNet, then ONet (negative = that net rejects it)."""
+        out = []
+        for i in range(self.rnet.shape[0]):
+            parts = []
+            if "pnet" in stages:
+                parts.append(self.pnet[i] - self.thresholds[0])
+            if "rnet" in stages:
+                parts.append(self.rnet[i : i + 1] - self.thresholds[1])
+            if "onet" in stages:
+                parts.append(self.onet[i : i + 1] - self.thresholds[2])
+            out.append(torch.cat(parts))
+        return out
+
+
+_LOGIT_LAYERS = {"pnet": "conv4_1", "rnet": "dense5_1", "onet": "dense6_1"}
+"""The layer of each facenet-pytorch net that gives the two class logits (its softmax follows)."""
+
+
+def _face_logit(net: Any, layer: str, inp: torch.Tensor) -> torch.Tensor:
+    """Face minus background logit of ``net`` on ``inp``, read from ``layer`` before the softmax."""
+    seen: list[torch.Tensor] = []
+    handle = getattr(net, layer).register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        net(inp)
+    finally:
+        handle.remove()
+    z = seen[0]
+    return z[:, 1] - z[:, 0]
 
 
 def _mtcnn_weights_dir() -> Path:
@@ -181,6 +247,31 @@ class FaceDetector:
                 )
         return sorted(faces, key=lambda f: -f.prob)
 
+    def candidates(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The boxes stock MTCNN hands to its RNet and ONet on ``image`` ``[3,H,W]`` (rounded to 8 bits).
+
+        Runs :meth:`detect`'s pipeline and records the (squared) boxes that facenet-pytorch crops for
+        its second and third net. Returns ``{"rnet": [K1,4], "onet": [K2,4]}`` (``(x1,y1,x2,y2)``,
+        float64; empty when a stage is not reached). A face is found only if ONet accepts one of the
+        ``onet`` boxes, so hiding it means pushing ONet's logit below its threshold on all of them.
+        """
+        import facenet_pytorch.models.utils.detect_face as stock
+
+        seen: list[torch.Tensor] = []
+        original = stock.pad
+
+        def recording_pad(boxes: torch.Tensor, w: int, h: int) -> Any:
+            seen.append(boxes[:, :4].detach().to("cpu", torch.float64).clone())
+            return original(boxes, w, h)
+
+        stock.pad = recording_pad
+        try:
+            self.detect(image)
+        finally:
+            stock.pad = original
+        empty = torch.zeros(0, 4, dtype=torch.float64)
+        return {"rnet": seen[0] if seen else empty, "onet": seen[1] if len(seen) > 1 else empty}
+
     def _scales(self, h: int, w: int) -> list[float]:
         """MTCNN's pyramid scales for an ``h x w`` image."""
         m = 12.0 / self.min_face_size
@@ -208,7 +299,33 @@ class FaceDetector:
             stages: which nets to run; skipped ones return zeros (PNet's pyramid is the costly one).
 
         Returns:
-            :class:`FaceProbabilities` with ``[N]`` tensors.
+            :class:`FaceProbabilities` with ``[N]`` tensors: ``sigmoid`` of :meth:`face_logits`
+            (PNet: of its highest window). They saturate at 1 for a clear face; attack the logits.
+        """
+        lg = self.face_logits(image, boxes, stages)
+        n = lg.rnet.shape[0]
+        zeros = torch.zeros(n, dtype=image.dtype, device=self.device)
+        pnet = (torch.stack([w.max() if w.numel() else w.new_tensor(-math.inf) for w in lg.pnet]).sigmoid()
+                if "pnet" in stages and n else zeros)
+        rnet = lg.rnet.sigmoid() if "rnet" in stages and n else zeros
+        onet = lg.onet.sigmoid() if "onet" in stages and n else zeros
+        return FaceProbabilities(pnet, rnet, onet, self.thresholds)
+
+    def face_logits(
+        self,
+        image: torch.Tensor,
+        boxes: torch.Tensor | list[Face],
+        stages: tuple[str, ...] = ("pnet", "rnet", "onet"),
+        grow: float = 0.0,
+    ) -> FaceLogits:
+        """Face logits of PNet, RNet and ONet at fixed boxes, differentiable w.r.t. ``image``.
+
+        Args:
+            image: ``[1,3,H,W]`` in [0,1] (may require grad).
+            boxes: ``[N,4]`` boxes ``(x1, y1, x2, y2)`` or the faces from :meth:`detect` (detached).
+            stages: which nets to run; skipped ones give empty PNet windows and zeros.
+            grow: PNet windows count for a box when their centre lies in the box grown by this
+                fraction of its side on each side.
 
         PNet runs on MTCNN's pyramid (``area`` resampling, as MTCNN does); a window at grid cell
         ``(i, j)`` of scale ``s`` covers ``x in [(2j+1)/s, (2j+12)/s]``. RNet and ONet see the squared
@@ -219,6 +336,8 @@ class FaceDetector:
         unknown = set(stages) - {"pnet", "rnet", "onet"}
         if unknown:
             raise InputError(f"unknown MTCNN stages {sorted(unknown)}; use pnet, rnet, onet")
+        if grow < 0:
+            raise InputError(f"grow must be >= 0, got {grow}")
         if isinstance(boxes, list):
             box_t = torch.tensor([f.box for f in boxes], dtype=torch.float64).reshape(-1, 4)
         else:
@@ -226,37 +345,34 @@ class FaceDetector:
         n = box_t.shape[0]
         x255 = image.to(self.device) * 255.0
         zeros = torch.zeros(n, dtype=image.dtype, device=self.device)
-        pnet = self._pnet_max(x255, box_t) if "pnet" in stages and n else zeros
-        rnet = self._crop_probs(x255, box_t, 24, self.mtcnn.rnet, 1) if "rnet" in stages and n else zeros
-        onet = self._crop_probs(x255, box_t, 48, self.mtcnn.onet, 2) if "onet" in stages and n else zeros
-        return FaceProbabilities(pnet, rnet, onet, self.thresholds)
+        if "pnet" in stages and n:
+            side = (box_t[:, 2:] - box_t[:, :2]) * grow
+            pnet = self._pnet_windows(x255, torch.cat([box_t[:, :2] - side, box_t[:, 2:] + side], dim=1))
+        else:
+            pnet = [x255.new_zeros(0) for _ in range(n)]
+        rnet = self._crop_logits(x255, box_t, 24, "rnet") if "rnet" in stages and n else zeros
+        onet = self._crop_logits(x255, box_t, 48, "onet") if "onet" in stages and n else zeros
+        t = tuple(logit_threshold(p) for p in self.thresholds)
+        return FaceLogits(pnet, rnet, onet, (t[0], t[1], t[2]))
 
-    def _pnet_max(self, x255: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def _pnet_windows(self, x255: torch.Tensor, boxes: torch.Tensor) -> list[torch.Tensor]:
         h, w = x255.shape[-2:]
-        best: list[torch.Tensor] = []
+        per_box: list[list[torch.Tensor]] = [[] for _ in range(boxes.shape[0])]
         for scale in self._scales(h, w):
             size = (int(h * scale + 1), int(w * scale + 1))
             im = F.interpolate(x255, size=size, mode="area")
-            _, probs = self.mtcnn.pnet(_net_input(im))
-            face = probs[0, 1]  # [h', w']
+            face = _face_logit(self.mtcnn.pnet, _LOGIT_LAYERS["pnet"], _net_input(im))[0]  # [h', w']
             gy, gx = face.shape
             cy = (2 * torch.arange(gy, dtype=torch.float64) + 6.5) / scale
             cx = (2 * torch.arange(gx, dtype=torch.float64) + 6.5) / scale
-            per_box = []
-            for b in boxes:
+            for k, b in enumerate(boxes):
                 iy = torch.nonzero((cy >= b[1]) & (cy <= b[3])).flatten()
                 ix = torch.nonzero((cx >= b[0]) & (cx <= b[2])).flatten()
                 if len(iy) and len(ix):
-                    window = face[int(iy[0]) : int(iy[-1]) + 1, int(ix[0]) : int(ix[-1]) + 1]
-                    per_box.append(window.max())
-                else:
-                    per_box.append(face.new_zeros(()))
-            best.append(torch.stack(per_box))
-        if not best:
-            return x255.new_zeros(boxes.shape[0])
-        return torch.stack(best).amax(dim=0)
+                    per_box[k].append(face[int(iy[0]) : int(iy[-1]) + 1, int(ix[0]) : int(ix[-1]) + 1].flatten())
+        return [torch.cat(p) if p else x255.new_zeros(0) for p in per_box]
 
-    def _crop_probs(self, x255: torch.Tensor, boxes: torch.Tensor, size: int, net: Any, prob_index: int) -> torch.Tensor:
+    def _crop_logits(self, x255: torch.Tensor, boxes: torch.Tensor, size: int, stage: str) -> torch.Tensor:
         h, w = x255.shape[-2:]
         sq = _square(boxes).trunc().long()
         crops = []
@@ -267,5 +383,5 @@ class FaceDetector:
                 raise InputError(f"box ({x1},{y1},{x2},{y2}) lies outside the {w}x{h} image")
             crop = x255[..., y1 - 1 : y2, x1 - 1 : x2]
             crops.append(F.interpolate(crop, size=(size, size), mode="area"))
-        out = net(_net_input(torch.cat(crops)))
-        return out[prob_index][:, 1]
+        net = getattr(self.mtcnn, stage)
+        return _face_logit(net, _LOGIT_LAYERS[stage], _net_input(torch.cat(crops)))

@@ -7,9 +7,9 @@ restricts every per-sample tensor to a sub-batch. Margins are in the victim's ow
 * :class:`Dodge` and :class:`Impersonate` in **descriptor distance** (Euclidean, dlib's
   recogniser calls two faces the same person below ``threshold = 0.6``); ``kappa`` (default 0.05)
   is the safety margin, so dodging means a distance above 0.65 and impersonation below 0.55;
-* :class:`Hide` in **probability**: the victim (:class:`~jndkit.face.protect.FaceHideVictim`)
-  returns MTCNN face probabilities minus MTCNN's thresholds, and hiding means every one of them
-  is below ``-kappa``.
+* :class:`Hide` in **logits**: the victim (:class:`~jndkit.face.protect.FaceHideVictim`)
+  returns MTCNN face logits (before the softmax) minus the logits of MTCNN's probability thresholds,
+  and hiding means every one of them is below ``-kappa``.
 
 Outputs of the embedding victims are ``[B,128]`` (one face per sample, as
 :class:`~jndkit.face.victim.FaceRecogniserVictim`) or ``[B,F,128]`` (all ``F`` faces of one photo per
@@ -48,8 +48,9 @@ DEFAULT_FACE_KAPPA = 0.05
 """Safety margin of :class:`Dodge` and :class:`Impersonate`, in descriptor distance. The
 from-scratch check re-detects and re-aligns the face, which moves the descriptor by ~0.01-0.03."""
 
-DEFAULT_HIDE_KAPPA = 0.05
-"""Safety margin of :class:`Hide`, in probability below each MTCNN threshold."""
+DEFAULT_HIDE_KAPPA = 0.5
+"""Safety margin of :class:`Hide`, in logit below each MTCNN threshold (PNet: probability below
+sigmoid(log(0.6/0.4) - 0.5) = 0.48 instead of 0.6)."""
 
 _ESCAPE = 1e-2
 """Offset of the dodging loss's anchor (see :class:`Dodge`)."""
@@ -229,13 +230,14 @@ class Impersonate(_EmbeddingGoal):
 
 @dataclass
 class Hide(Goal):
-    """Hiding from a face detector: every face's probability below its threshold at every stage.
+    """Hiding from a face detector: every face's logit below its threshold at every stage.
 
-    The victim returns per sample the face probabilities minus their thresholds, ``[B,M]``
-    (:class:`~jndkit.face.protect.FaceHideVictim`: MTCNN's PNet, RNet, ONet for each of the photo's
-    faces, ``M = stages * faces``; padding entries hold -1). ``margin = -max(outputs)``: positive
-    once every entry is below zero; reached below ``-kappa``. Asking every stage (not just one, which
-    is enough to drop the face at the fixed box) leaves MTCNN no nearby box to find it again.
+    The victim returns per sample face logits minus the logits of their thresholds, ``[B,M]``
+    (:class:`~jndkit.face.protect.FaceHideVictim`: every PNet window over each of the photo's faces,
+    then RNet and ONet at its box; padding entries hold -100). ``margin = -max(outputs)``: positive
+    once every entry is below zero; reached below ``-kappa``. Asking every stage and every PNet
+    window (not just one net, which is enough to drop the face at the fixed box) leaves MTCNN no
+    nearby candidate to find it again.
 
     Loss: ``sum(relu(outputs + 2 kappa))``: every entry not yet safely below pushes down, the others
     no longer count.

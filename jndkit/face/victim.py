@@ -60,7 +60,11 @@ class FaceRecogniserVictim(nn.Module):
 
     The victim holds per-photo geometry: ``forward`` needs the photos in the order of
     ``landmarks``; use ``victim[index]`` for a sub-batch (e.g. the samples an attack still runs).
+    ``per_sample`` is true, so the engine (:func:`jndkit.attacks.run_attack`) indexes it as it
+    indexes the goal when samples finish at different iterations.
     """
+
+    per_sample = True
 
     def __init__(
         self,
