@@ -32,7 +32,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 TAG = "bench"
-ROBUST_METHODS = "levels,fgsm,fgv,bim,pgd,mifgsm,difgsm"
+# levels' default moves a value by one level at most, which JPEG-90 erases; its `fast` preset
+# (two levels) is what `jndkit protect --robust jpeg:90` uses.
+ROBUST_METHODS = "levels:fast,jnd,ddn,fgsm,fgv,bim,pgd,mifgsm,difgsm"
+# mnd and hvs take minutes per image on the shared 2-core machine (docs/seeds_benchmarks.md).
+SLOW_METHOD_IMAGES = "mnd=8,hvs=8"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal", default="untargeted")
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--table3-images", type=int, default=8)
+    ap.add_argument("--method-images", default=SLOW_METHOD_IMAGES,
+                    help="per-method image caps for the slow methods (METHOD=N,...; '' for none)")
+    ap.add_argument("--robust-images", type=int, default=16, help="images per model of the jpeg:90 run")
     ap.add_argument("--table3-methods", default="levels,jnd,bim", help="'' for no Table 3")
     ap.add_argument("--figure-methods", default="levels,jnd,bim", help="'' for no Figure 4")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -56,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jndkit.bench import (
         BenchConfig,
+        parse_method_images,
         report_markdown,
         resolve_methods,
         run_benchmark,
@@ -69,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     n = 4 if args.quick else args.images
     methods = resolve_methods("levels,jnd,bim,fgsm" if args.quick else args.methods)
     budget = 30 if args.quick else None
+    caps = parse_method_images(args.method_images)
     configs = [("untargeted", BenchConfig(
         models=models, methods=methods, goal=args.goal, n=n, batch_size=args.batch_size, max_iter=budget,
+        method_images=caps,
         threshold_goals=("margin:0.25", "margin:0.6") if args.table3_methods else (),
         threshold_methods=[m for m in resolve_methods(args.table3_methods) if m in methods] if args.table3_methods
         else None,
@@ -80,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         figure_iters=20 if args.quick else 100))]
     if args.robust_methods:
         configs.append(("jpeg:90", BenchConfig(
-            models=models, methods=resolve_methods(args.robust_methods), goal=args.goal, n=n, robust="jpeg:90",
+            models=models, methods=resolve_methods(args.robust_methods), goal=args.goal,
+            n=min(n, args.robust_images), robust="jpeg:90", method_images=caps,
             batch_size=args.batch_size, max_iter=budget, threshold_goals=(), figure_images=0)))
     shown = list(argv if argv is not None else sys.argv[1:])
     if "--note" in shown:  # the note is printed on its own

@@ -139,6 +139,25 @@ def image_hash(x: torch.Tensor) -> str:
 # ----------------------------------------------------------------------------------
 # Method selection
 # ----------------------------------------------------------------------------------
+def parse_method_images(spec: str) -> dict[str, int]:
+    """``"mnd=8,hvs=8"`` -> ``{"mnd": 8, "hvs": 8}`` (per-method image caps of :class:`BenchConfig`).
+
+    Raises:
+        InputError: an item that is not ``METHOD=N`` with a known method and an integer N.
+    """
+    out: dict[str, int] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        name, eq, num = item.partition("=")
+        if not eq or not num.strip().isdigit():
+            raise InputError(f"bad per-method image count {item!r}: expected METHOD=N, e.g. mnd=8")
+        if name.strip() not in METHODS:
+            raise InputError(f"unknown method {name.strip()!r} in {item!r}; available: {', '.join(sorted(METHODS))}")
+        out[name.strip()] = int(num)
+    return out
+
+
 def resolve_methods(spec: str | Sequence[str]) -> list[tuple[str, str]]:
     """``(name, preset)`` pairs from a method list.
 
@@ -547,6 +566,8 @@ class BenchConfig:
         figure_images: images per model in Figure 4; figure_iters: its iterations.
         transfer: measure the transfer matrix (needs two or more models).
         jobs: worker processes for the attack runs (1: in this process).
+        method_images: per method name, at most this many images (the first ones of the set),
+            for methods too slow to run on all ``n`` (the tables give each row's n).
     """
 
     models: list[str]
@@ -567,6 +588,7 @@ class BenchConfig:
     figure_iters: int = 100
     transfer: bool = True
     jobs: int = 1
+    method_images: dict[str, int] = field(default_factory=dict)
 
     def validate(self) -> None:
         from .protect import parse_robust
@@ -581,6 +603,9 @@ class BenchConfig:
             raise InputError(f"Table 3 images must be >= 1, got {self.threshold_n}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        for name, k in self.method_images.items():
+            if k < 1:
+                raise InputError(f"images for {name} must be >= 1, got {k}")
         parse_goal(self.goal, self.kappa)
         for g in self.threshold_goals:
             parse_goal(g, self.kappa)
@@ -622,10 +647,10 @@ def _tasks(config: BenchConfig, n_threshold: int) -> list[tuple[str, str, str, s
     tasks = []
     for model in config.models:
         for m, p in config.methods:
-            tasks.append((model, m, p, config.goal, config.n))
+            tasks.append((model, m, p, config.goal, min(config.n, config.method_images.get(m, config.n))))
         for g in config.threshold_goals:
             for m, p in config.table3_methods():
-                tasks.append((model, m, p, g, n_threshold))
+                tasks.append((model, m, p, g, min(n_threshold, config.method_images.get(m, n_threshold))))
     return tasks
 
 

@@ -45,6 +45,8 @@ def bench(
     robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: success must survive re-encoding."),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Output folder (CSV, tables.md, figure, caches)."),
     quick: bool = typer.Option(False, "--quick", help="Smoke run (~2 min): few images and methods, small budgets."),
+    method_images: str = typer.Option("", "--method-images",
+                                      help="Per-method image caps for slow methods, e.g. mnd=8,hvs=8."),
     jobs: int = typer.Option(1, "--jobs", help="Worker processes for the attack runs (each with one torch thread)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per engine call."),
     max_iter: int | None = typer.Option(None, "--max-iter",
@@ -68,7 +70,7 @@ def bench(
     """
     import dataclasses
 
-    from .bench import BenchConfig, resolve_methods, run_benchmark, summary_table
+    from .bench import BenchConfig, parse_method_images, resolve_methods, run_benchmark, summary_table
 
     try:
         chosen = resolve_methods(methods or (QUICK_METHODS if quick else "all"))
@@ -81,7 +83,7 @@ def bench(
             threshold_methods=resolve_methods(table3_methods) if table3_methods else None,
             threshold_n=table3_images if table3_images is not None else (2 if quick else None),
             figure_images=(1 if quick else 2) if figure else 0, figure_iters=20 if quick else 100,
-            transfer=transfer, jobs=jobs)
+            transfer=transfer, jobs=jobs, method_images=parse_method_images(method_images))
         config.validate()
     except JndkitError as e:
         _fail(str(e))

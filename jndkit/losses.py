@@ -272,3 +272,25 @@ def term_jnd_gradient(ctx: "Context") -> torch.Tensor:
 def term_bound_l1(ctx: "Context") -> torch.Tensor:
     """:func:`bound_l1_ratio` with ``extras['bound']``."""
     return bound_l1_ratio(ctx.x, ctx.x0, ctx.extras["bound"])
+
+
+def ssim_change_cost(x0: torch.Tensor, window: int = SSIM_WINDOW, sigma: float = 1.5,
+                     c2: float = 0.03**2) -> torch.Tensor:
+    """Per-value first-order SSIM cost of a small change, ``[B,C,H,W]``, mean 1 per sample.
+
+    For a small change ``d`` uncorrelated with the image, the contrast-structure term of SSIM in
+    a window centred at ``q`` drops by about ``var_w(d) / (2 var_q(x) + C2)``. Summed over the
+    windows that contain value ``p`` (Gaussian weights ``w``; the weighted variance of a lone
+    change ``d`` at ``p`` is ``w(q - p) d^2`` to first order), changing ``p`` alone by ``d``
+    costs about ``d^2 * sum_q w(q - p) / (2 var_q(x) + C2)``: cheap in texture, dear on flat
+    areas. This is that sum (up to a constant; normalised to mean 1), for selection rules that
+    trade the goal's gradient against visibility. The luminance term is left out: with
+    ``C1 = 0.01^2`` it is a hundred times smaller than this one except on near-black areas.
+    """
+    from kornia.filters import filter2d, get_gaussian_kernel2d
+
+    k = get_gaussian_kernel2d((window, window), (sigma, sigma)).to(x0)
+    mu = filter2d(x0, k, border_type="reflect")
+    var = (filter2d(x0 * x0, k, border_type="reflect") - mu * mu).clamp_min(0.0)
+    cost = filter2d(1.0 / (2.0 * var + c2), k, border_type="reflect")
+    return cost / cost.flatten(1).mean(dim=1).view(-1, 1, 1, 1)

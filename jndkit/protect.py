@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .attacks import get_method, run_attack
+from .attacks import METHODS, Method, get_method, run_attack
 from .errors import InputError, JndkitError, OutputError
 from .goals import DEFAULT_KAPPA, Goal, parse_goal
 from .images import (
@@ -142,6 +142,17 @@ class Protector:
                                                                      self.config.device)
         self.method = get_method(self.config.method, self.config.preset)
         self.robust = parse_robust(self.config.robust)
+        # One level per value (levels' default) does not survive JPEG/WebP: when the output is
+        # lossy or a robust re-encoding is asked, a method's lossy preset (levels: `fast`, two
+        # levels) is used unless the user chose a preset.
+        spec = METHODS[self.config.method]
+        self.lossy_method = (get_method(self.config.method, spec.lossy_preset)
+                             if self.config.preset is None and spec.lossy_preset else self.method)
+
+    def method_for(self, out_fmt: str) -> Method:
+        """The method used for an output format (see ``lossy_method``)."""
+        lossy = out_fmt in ("jpg", "jpeg", "webp") or self.robust is not None
+        return self.lossy_method if lossy else self.method
 
     def goal(self) -> Goal:
         return parse_goal(self.config.goal, self.config.kappa)
@@ -171,7 +182,7 @@ class Protector:
                        progress: Callable[[int, int, dict[str, Any]], None] | None = None):  # type: ignore[no-untyped-def]
         """Attack one image ``[3,H,W]``; returns the engine's :class:`~jndkit.attacks.AttackResult`."""
         x0 = quantize(x.to(self.config.device))[None]
-        return run_attack(self.method, self.victim, self.goal(), x0, max_iter=self.config.max_iter,
+        return run_attack(self.method_for(out_fmt), self.victim, self.goal(), x0, max_iter=self.config.max_iter,
                           seed=self.config.seed, robust=self._check_transform(out_fmt), progress=progress)
 
     @torch.no_grad()

@@ -293,3 +293,20 @@ def test_ranking_lists_only_methods_at_full_saved_success(tiny_run):
     listed = {(c[0], c[3].split(":")[0]) for c in
               ([x.strip() for x in ln.strip("|").split("|")] for ln in table.splitlines()[2:])}
     assert listed == full
+
+
+def test_per_method_image_caps():
+    from jndkit.bench import BenchConfig, _tasks, parse_method_images
+    from jndkit.errors import InputError
+
+    assert parse_method_images("mnd=8, hvs=4,") == {"mnd": 8, "hvs": 4}
+    for bad in ("mnd", "mnd=x", "nosuch=3"):
+        with pytest.raises(InputError, match="METHOD=N|unknown method"):
+            parse_method_images(bad)
+    cfg = BenchConfig(models=["m"], methods=[("levels", "default"), ("mnd", "default")], n=32,
+                      threshold_goals=("margin:0.25",), threshold_methods=[("mnd", "default")], threshold_n=16,
+                      method_images={"mnd": 8})
+    assert _tasks(cfg, 16) == [("m", "levels", "default", "untargeted", 32), ("m", "mnd", "default", "untargeted", 8),
+                               ("m", "mnd", "default", "margin:0.25", 8)]
+    with pytest.raises(InputError, match="images for mnd"):
+        BenchConfig(models=["m"], methods=[("mnd", "default")], method_images={"mnd": 0}).validate()

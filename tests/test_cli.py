@@ -158,3 +158,24 @@ def test_task_and_gallery_options_are_checked(tmp_path):
     assert r.exit_code == 2 and "--task must be classify or face" in r.output
     r = runner.invoke(app, ["protect", "--gallery", str(tmp_path), str(src), "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--gallery is for --task face" in r.output
+
+
+def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tmp_path, mobilenet):
+    """levels' default (one level per value) does not survive JPEG; with --format jpg and no
+    --preset, protect uses levels' lossy preset, and the success is judged on the JPEG file."""
+    from jndkit.attacks import METHODS
+    from jndkit.goals import Untargeted
+    from jndkit.protect import ProtectConfig, Protector
+
+    p = Protector(ProtectConfig(format="jpg", quality=90), victim=mobilenet)
+    fast = METHODS["levels"].presets[METHODS["levels"].lossy_preset]
+    assert p.method_for("jpg").params["max_levels"] == fast["max_levels"] == 2.0
+    assert p.method_for("png").params["max_levels"] == 1.0
+    src = _write_photo(tmp_path / "cat.png")
+    result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--format", "jpg",
+                                 "--quality", "90", "--no-html"])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "o" / "cat.jpg"
+    with torch.no_grad():
+        goal = Untargeted().bind(mobilenet(load_image(src).rgb[None]))
+        assert bool(goal.reached(mobilenet(load_image(saved).rgb[None]))[0])

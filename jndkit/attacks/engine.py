@@ -234,7 +234,11 @@ class LevelStep:
         ok = (x_new >= -1e-6) & (x_new <= 1 + 1e-6) & (new.abs() <= max_levels * LEVEL + 1e-6) & (g != 0)
         # prefer values not yet changed: a second level on the same value costs more PSNR
         used = (v.abs() * 255.0).round()
-        score = (g.abs() * ok / (1.0 + used)).flatten(1)
+        score = g.abs() * ok / (1.0 + used)
+        cost = ctx.extras.get("cost")
+        if cost is not None:  # trade gradient against visibility (see losses.ssim_change_cost)
+            score = score / cost
+        score = score.flatten(1)
         n = max(1, int(float(params["fraction"]) * score.shape[1]))
         top = score.topk(n, dim=1)
         mask = torch.zeros_like(score)
@@ -669,7 +673,8 @@ def run_attack(
         ok = success.nonzero().squeeze(1)
         if ok.numel():
             victim_ok = _victim_of(victim, ok)
-            x_adv[ok] = prune(victim_ok, goal[ok], x0[ok], x_adv[ok], robust=robust)
+            cost = extras["cost"][ok] if "cost" in extras else None
+            x_adv[ok] = prune(victim_ok, goal[ok], x0[ok], x_adv[ok], robust=robust, cost=cost)
             with torch.no_grad():
                 margin[ok] = goal[ok].margin(victim_ok(x_adv[ok]))
     with torch.no_grad():
@@ -681,7 +686,8 @@ def run_attack(
 
 @torch.no_grad()
 def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
-          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 14) -> torch.Tensor:
+          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 14,
+          cost: torch.Tensor | None = None) -> torch.Tensor:
     """Undo changed values that the success does not need (batched over samples).
 
     Per sample, the changed values are ranked by how much they help the goal, to first order
@@ -690,6 +696,8 @@ def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
     still reaches the goal on the 8-bit image (and after ``robust``). Every accepted state was
     checked, so the output reaches the goal by construction. ``max_evals`` bounds the checks
     (a binary search over ``n`` changes needs ``log2(n)``: 14 covers 16k changed values).
+    ``cost`` (``[B,C,H,W]``, positive), when given, divides the usefulness, so that of two
+    changes that help equally the more visible one is undone first.
     """
     q0 = quantize(x0)
     b = x_adv.shape[0]
@@ -700,7 +708,10 @@ def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
         (g,) = torch.autograd.grad(goal.margin(victim(z)).sum(), z)
     diff = (x_adv - q0).flatten(1)
     changed = diff != 0
-    useful = (g.flatten(1) * diff).masked_fill(~changed, float("inf"))
+    useful = g.flatten(1) * diff
+    if cost is not None:
+        useful = useful / cost.flatten(1)
+    useful = useful.masked_fill(~changed, float("inf"))
     order = useful.argsort(dim=1)  # least useful changed values first, unchanged last
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())

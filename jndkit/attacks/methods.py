@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+import torch
 
 from .. import losses
 from ..errors import InputError
@@ -37,6 +39,8 @@ class MethodSpec:
     description: str
     family: str = "seed"
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    lossy_preset: str | None = None
+    """Preset used when no preset is asked and success must survive lossy re-encoding."""
 
 
 # ---------------------------------------------------------------------------------- jnd (seed 000)
@@ -70,8 +74,14 @@ JND_PRESETS = {
 
 
 # ---------------------------------------------------------------------------------- levels (jndkit's own)
+def _levels_cost(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    gamma = float(params.get("ssim_weight", 0.0))
+    return {"cost": losses.ssim_change_cost(x0).pow(gamma)} if gamma > 0 else {}
+
+
 def _levels(params: dict[str, float]) -> Method:
     return Method(
+        prepare=_levels_cost,
         name="levels",
         loss_terms=((None, losses.margin_loss),),
         update=LevelStep(),
@@ -88,9 +98,9 @@ def _levels(params: dict[str, float]) -> Method:
 # of the values per step gave 67.6 / 67.6 / 67.4 dB mean PSNR at 100 % saved success with
 # 34 / 26 / 22 victim evaluations per image, so the default takes the cheapest.
 LEVELS_PRESETS = {
-    "default": {"fraction": 0.004, "max_levels": 1.0},
-    "fine": {"fraction": 0.001, "max_levels": 1.0},
-    "fast": {"fraction": 0.01, "max_levels": 2.0},
+    "default": {"fraction": 0.004, "max_levels": 1.0, "ssim_weight": 0.0},
+    "fine": {"fraction": 0.001, "max_levels": 1.0, "ssim_weight": 0.0},
+    "fast": {"fraction": 0.01, "max_levels": 2.0, "ssim_weight": 0.0},
 }
 
 
@@ -137,7 +147,8 @@ _SIGN = {"eps": 4 * EPS_1, "alpha": EPS_1, "steps": 10.0}
 
 METHODS: dict[str, MethodSpec] = {
     "levels": MethodSpec("levels", _levels, LEVELS_PRESETS, "default",
-                         "jndkit's quantization-aware level search (the default of `jndkit protect`)", "jndkit"),
+                         "jndkit's quantization-aware level search (the default of `jndkit protect`)", "jndkit",
+                         lossy_preset="fast"),
     "jnd": MethodSpec("jnd", _jnd, JND_PRESETS, "default", "Seed 000 JNDMGA (l1*CE + l2*L2 + l3*BR + l4*TV)"),
     "jnd-baseline": MethodSpec("jnd-baseline", _jnd,
                                {k: {**v, "lambda3": 0.0, "lambda4": 0.0} for k, v in JND_PRESETS.items()},
