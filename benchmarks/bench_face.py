@@ -1,26 +1,34 @@
 #!/usr/bin/env python
-"""Face dodging (and impersonation) benchmark: methods on the face test photos, judged by dlib itself.
+"""Face dodging and impersonation benchmark: methods on the face test photos, judged by dlib itself.
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_face.py [--methods levels,ddn,bim,jnd,mnd,hvs]
-        [--out benchmarks/results/face.json] [--budget 900]
+    OMP_NUM_THREADS=1 python benchmarks/bench_face.py [--methods ddn,levels,jnd,mnd,hvs,bim]
+        [--samples obama,obama-flip,obama-crop,...] [--goals dodge,impersonate]
+        [--max-iter jnd=300] [--only jnd=obama,biden] [--out benchmarks/results/face.json]
+        [--budget 4000] [--resume]
 
-Samples: every face of obama.jpg, obama2.jpg, obama3.jpg, biden.jpg (``face_recognition`` 1.3.0
-sdist, see ``scripts/fetch_face_test_photos.py``) and the mirror images of obama2 and biden (a
-flipped photo is a new photo to the detector and the recogniser). Each sample is protected with
-:class:`jndkit.face.FaceProtector` (goal ``dodge`` without a gallery, PNG output, jitter 4, up to 3
-rounds) and then judged by an **independent** recogniser, dlib's own pipeline (HOG detector,
-5-point shape predictor, ``face_recognition_model_v1`` from ``dlib-bin``):
+Samples: the face of each of obama.jpg, obama2.jpg, obama3.jpg, biden.jpg (``face_recognition``
+1.3.0 sdist, see ``scripts/fetch_face_test_photos.py``), its mirror image (``NAME-flip``: a new
+photo to the detector and the recogniser) and a crop about the face (``NAME-crop``: the MTCNN box
+grown by 60 % of its side on each side, clipped; a smaller photo with the face at another place).
+A method is ``name`` or ``name:preset``. Each sample is protected with
+:class:`jndkit.face.FaceProtector` (PNG output, jitter 4, up to ``--rounds`` rounds) and judged by
+an **independent** recogniser, dlib's own pipeline (HOG detector, 5-point shape predictor,
+``face_recognition_model_v1`` from ``dlib-bin``):
 
-* ``dlib_ok``: on the saved 8-bit image, dlib's descriptor lies >= 0.6 from dlib's descriptor of the
-  clean photo (no face found also counts as dodged);
-* ``dlib_jpeg90``: the same after re-encoding the saved image as JPEG quality 90 (not optimised for);
-* ``psnr``/``ssim`` over the whole photo and over the MTCNN face box; seconds per face.
+* ``dodge`` (no gallery): dodged when dlib's descriptor of the saved 8-bit image lies >= 0.6 from
+  dlib's descriptor of the clean sample (no face found also counts as dodged);
+* ``impersonate``: Obama samples impersonate ``biden`` (gallery: biden.jpg), Biden samples impersonate
+  ``obama`` (gallery: obama.jpg, obama2.jpg, obama3.jpg); reached when dlib finds the face and its
+  descriptor lies < 0.6 from dlib's descriptor of one of the target's gallery photos;
+* ``_jpeg90`` columns: the same after re-encoding the saved image as JPEG quality 90 (not optimised for);
+* PSNR / SSIM over the whole sample and over the clean MTCNN face box; seconds per face.
 
-Impersonation (obama.jpg as biden, the gallery holding biden.jpg) runs for ``levels`` and ``ddn``.
-The run stops starting new methods after ``--budget`` seconds. Output: JSON with the rows, versions
-and machine; ``docs/face.md`` quotes it.
+``--only METHOD=SAMPLE,SAMPLE`` restricts a slow method to some samples (repeatable);
+``--max-iter METHOD=N`` caps its iterations per run. The run stops starting new jobs after
+``--budget`` seconds. Output: JSON with the rows, settings, versions and machine; ``docs/face.md``
+quotes it.
 """
 
 from __future__ import annotations
@@ -53,30 +61,55 @@ def cpu_model() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--methods", default="levels,ddn,bim,jnd,mnd,hvs")
+    ap.add_argument("--methods", default="ddn,levels,jnd,mnd,hvs,bim")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "face.json"))
-    ap.add_argument("--budget", type=float, default=900.0)
-    ap.add_argument("--samples", default="obama,obama2,obama3,biden,obama2-flip,biden-flip")
+    ap.add_argument("--budget", type=float, default=4000.0)
+    ap.add_argument("--samples", default="obama,obama2,obama3,biden,obama-flip,obama2-flip,obama3-flip,biden-flip,"
+                    "obama-crop,obama2-crop,obama3-crop,biden-crop")
+    ap.add_argument("--goals", default="dodge,impersonate")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--no-impersonation", action="store_true")
+    ap.add_argument("--jitter", type=int, default=4)
+    ap.add_argument("--kappa", type=float, default=None, help="goal margin (default: FaceProtector's)")
+    ap.add_argument("--max-iter", action="append", default=[], help="METHOD=N (repeatable)")
+    ap.add_argument("--only", action="append", default=[], help="METHOD=SAMPLE,SAMPLE (repeatable)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of --out and skip their jobs")
+    ap.add_argument("--note", default="")
     args = ap.parse_args()
 
     import dlib
 
     from jndkit import metrics
-    from jndkit.attacks import METHODS
     from jndkit.errors import InputError
-    from jndkit.face import FaceDetector, FaceProtector, find_dlib_face_model, load_dlib_face_net
-    from jndkit.images import encode_image, decode_bytes, load_image, quantize
+    from jndkit.face import (
+        FaceDetector,
+        FaceProtector,
+        embed_faces,
+        find_dlib_face_model,
+        load_dlib_face_net,
+    )
+    from jndkit.images import decode_bytes, encode_image, load_image, quantize
+
+    max_iter = {k: int(v) for k, v in (s.split("=", 1) for s in args.max_iter)}
+    only = {k: v.split(",") for k, v in (s.split("=", 1) for s in args.only)}
 
     cache = ROOT / ".cache" / "face_photos"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "fetch_face_test_photos.py"), str(cache)], check=True)
     photos = {n: quantize(load_image(cache / f"{n}.jpg").rgb) for n in ("obama", "obama2", "obama3", "biden")}
-    samples = dict(photos)
-    samples["obama2-flip"] = photos["obama2"].flip(-1).contiguous()
-    samples["biden-flip"] = photos["biden"].flip(-1).contiguous()
+    det, net = FaceDetector(), load_dlib_face_net()
+    samples: dict[str, torch.Tensor] = {}
+    for n, x in photos.items():
+        samples[n] = x
+        samples[n + "-flip"] = x.flip(-1).contiguous()
+        b = det.detect(x, min_prob=0.9)[0].box
+        g = 0.6 * max(b[2] - b[0], b[3] - b[1])
+        h, w = x.shape[-2:]
+        x1, y1 = max(0, int(b[0] - g)), max(0, int(b[1] - g))
+        x2, y2 = min(w, int(b[2] + g)), min(h, int(b[3] + g))
+        samples[n + "-crop"] = x[:, y1:y2, x1:x2].contiguous()
     wanted = [n for n in args.samples.split(",") if n]
-    samples = {n: samples[n] for n in wanted}
+    unknown = [n for n in wanted if n not in samples]
+    if unknown:
+        raise SystemExit(f"unknown samples {unknown}; have {sorted(samples)}")
 
     folder = find_dlib_face_model().parent
     hog = dlib.get_frontal_face_detector()
@@ -91,46 +124,59 @@ def main() -> int:
         best = max(dets, key=lambda d: d.area())
         return np.array(rec.compute_face_descriptor(img, sp(img, best)))
 
-    clean_desc = {n: dlib_desc(x) for n, x in samples.items()}
-    clean_desc["biden"] = dlib_desc(photos["biden"])
-    det, net = FaceDetector(), load_dlib_face_net()
-    from jndkit.face import embed_faces
-
-    gallery = {"biden": embed_faces(photos["biden"], det.detect(photos["biden"], min_prob=0.9)[:1], net)}
+    clean_desc = {n: dlib_desc(samples[n]) for n in wanted}
+    people = {"biden": ["biden"], "obama": ["obama", "obama2", "obama3"]}
+    dlib_people = {p: [dlib_desc(photos[n]) for n in ns] for p, ns in people.items()}
+    gallery = {p: torch.cat([embed_faces(photos[n], det.detect(photos[n], min_prob=0.9)[:1], net) for n in ns])
+               for p, ns in people.items()}
 
     rows: list[dict[str, Any]] = []
+    done: set[tuple[str, str, str]] = set()
+    if args.resume and Path(args.out).exists():
+        rows = [r for r in json.loads(Path(args.out).read_text())["rows"] if "error" not in r]
+        done = {(r["method"], r["goal"], r["sample"]) for r in rows}
     t_start = time.perf_counter()
     methods = [m for m in args.methods.split(",") if m]
-    # sample by sample, every method on each, so a spent budget leaves whole samples out, not methods
-    jobs = [(m, "dodge", n) for n in samples for m in methods]
-    if not args.no_impersonation:
-        jobs[len(methods):len(methods)] = [(m, "impersonate:biden", "obama") for m in ("levels", "ddn")]
-        samples.setdefault("obama", photos["obama"])
-    for method, goal, name in jobs:
-        if method not in METHODS:
-            rows.append({"method": method, "goal": goal, "sample": name, "error": "not registered"})
+    goals = [g for g in args.goals.split(",") if g]
+    jobs = []
+    for n in wanted:  # sample by sample, so a spent budget leaves whole samples out, not methods
+        for g in goals:
+            target = "obama" if n.startswith("biden") else "biden"
+            goal = "dodge" if g == "dodge" else f"impersonate:{target}"
+            for m in methods:
+                if m in only and n not in only[m]:
+                    continue
+                jobs.append((m, goal, n))
+    settings = {"rounds": args.rounds, "jitter": args.jitter, "kappa": args.kappa, "max_iter": max_iter,
+                "only": only, "note": args.note, "command": " ".join(sys.argv)}
+    for spec, goal, name in jobs:
+        if (spec, goal, name) in done:
             continue
         if time.perf_counter() - t_start > args.budget:
-            rows.append({"method": method, "goal": goal, "sample": name, "error": "time budget spent"})
+            rows.append({"method": spec, "goal": goal, "sample": name, "error": "time budget spent"})
             continue
-        prot = FaceProtector(goal, gallery if goal != "dodge" else None, method, detector=det, net=net,
-                             rounds=args.rounds)
+        method, _, preset = spec.partition(":")
         x = samples[name]
         t0 = time.perf_counter()
         try:
+            prot = FaceProtector(goal, gallery if goal != "dodge" else None, method, preset or None,
+                                 max_iter=max_iter.get(spec), detector=det, net=net, rounds=args.rounds,
+                                 jitter=args.jitter, kappa=args.kappa)
             res = prot.protect_image(x)
-        except InputError as e:  # e.g. a method whose loss needs class scores
-            rows.append({"method": method, "goal": goal, "sample": name, "error": str(e)})
+        except InputError as e:
+            rows.append({"method": spec, "goal": goal, "sample": name, "error": str(e)})
             print(json.dumps(rows[-1]), flush=True)
             continue
         secs = time.perf_counter() - t0
         if res.x_adv is None:
-            rows.append({"method": method, "goal": goal, "sample": name, "error": "no face"})
+            rows.append({"method": spec, "goal": goal, "sample": name, "error": "no face"})
             continue
         xa = res.x_adv
         jpg = decode_bytes(encode_image(xa, "jpg", 90))
-        row: dict[str, Any] = {"method": method, "goal": goal, "sample": name, "faces": len(res.faces),
-                               "ours_ok": res.success, "rounds": res.rounds, "seconds_per_face": secs / len(res.faces)}
+        row: dict[str, Any] = {"method": spec, "goal": goal, "sample": name, "size": list(x.shape[-2:]),
+                               "faces": len(res.faces), "ours_ok": res.success, "rounds": res.rounds,
+                               "iterations": int(res.result.iterations[0]) if res.result is not None else None,
+                               "seconds_per_face": secs / len(res.faces)}
         m_all = metrics.compute_metrics(x[None], xa[None], names=["psnr", "ssim"])
         x1, y1, x2, y2 = (int(round(v)) for v in res.faces[0].box)
         x1, y1 = max(0, x1), max(0, y1)
@@ -145,23 +191,24 @@ def main() -> int:
                 row[key + "_distance"] = dist
                 row[key + "_ok"] = d is None or (dist is not None and dist >= 0.6)
             else:
-                ref = clean_desc["biden"]
-                dist = None if d is None or ref is None else float(np.linalg.norm(d - ref))
+                refs = [r for r in dlib_people[goal.split(":", 1)[1]] if r is not None]
+                dist = None if d is None or not refs else min(float(np.linalg.norm(d - r)) for r in refs)
                 row[key + "_distance"] = dist
                 row[key + "_ok"] = dist is not None and dist < 0.6
         rows.append(row)
         print(json.dumps(row), flush=True)
-        write(rows, t_start, args.out)
-    write(rows, t_start, args.out)
+        write(rows, t_start, args.out, settings)
+    write(rows, t_start, args.out, settings)
     return 0
 
 
-def write(rows: list[dict[str, Any]], t_start: float, path: str) -> None:
+def write(rows: list[dict[str, Any]], t_start: float, path: str, settings: dict[str, Any]) -> None:
     import dlib as _dlib
     import facenet_pytorch
 
     out = {
         "rows": rows,
+        "settings": settings,
         "seconds_total": time.perf_counter() - t_start,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "dlib": _dlib.__version__,
                      "facenet_pytorch": getattr(facenet_pytorch, "__version__", "2.6.0")},
@@ -169,7 +216,9 @@ def write(rows: list[dict[str, Any]], t_start: float, path: str) -> None:
                     "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()},
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1))
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

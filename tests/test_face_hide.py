@@ -225,3 +225,16 @@ def test_face_recogniser_victim_is_indexed_by_the_engine(net: Any, detector: Any
         with torch.no_grad():
             d = float((victim[[i]](res.x_adv[i : i + 1]) - ref[i]).norm())
         assert d > 0.6, (i, d)  # each saved image dodges at its own photo's alignment
+
+
+def test_face_protector_uses_face_parameters_unless_a_preset_is_named(detector: Any, net: Any) -> None:
+    from jndkit.face import FaceProtector
+    from jndkit.face.protect import FACE_PARAMS
+
+    for m, params in FACE_PARAMS.items():
+        got = FaceProtector("dodge", method=m, detector=detector, net=net).method.params
+        assert all(got[k] == v for k, v in params.items()), m
+    paper = FaceProtector("dodge", method="mnd", preset="paper-untargeted", detector=detector, net=net)
+    assert paper.method.params["lr"] == 1e-4
+    hvs = FaceProtector("dodge", method="hvs", detector=detector, net=net).method
+    assert hvs.retry is not None and hvs.retry.max_tries == 3  # beta 1500 -> 1000 -> 500 -> 0

@@ -71,6 +71,7 @@ from .victim import (
 )
 
 __all__ = [
+    "FACE_PARAMS",
     "FaceHideVictim",
     "FaceProtection",
     "FaceProtector",
@@ -86,6 +87,25 @@ ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
 #: ``levels`` parameters for faces when no preset is named: 1 % of the values per step, up to 4 levels.
 FACE_LEVELS = {"fraction": 0.01, "max_levels": 4.0}
+
+#: Parameters of the methods on face goals when no preset is named. The classifier defaults move a
+#: face descriptor far too little: a descriptor's gradient per pixel value is ~3e-4, against ~1 for
+#: an ImageNet cross-entropy. Measured on obama.jpg (dodge, kappa 0.15, jitter 4, one round, our check):
+#:
+#: * ``levels``: see :data:`FACE_LEVELS`;
+#: * ``mnd`` lr 4 (seed 001's weights): reached at K = 124, 39.5 dB over the face box; lr 2 had not
+#:   reached the margin after 150 iterations, lr 10 reached it at K = 21 with 37.6 dB; the paper's
+#:   1e-3 does not move the image;
+#: * ``jnd`` alpha 0.04 and lambda2 0.5: K = 19, 41.0 dB; with the paper's lambda2 = 10 the l2 term
+#:   holds every value within about 0.4 level (distance 0.25 after 100 iterations);
+#: * ``hvs`` lr 10 and delta -500 (four runs, beta 1500, 1000, 500, 0, instead of 31; ~0.75 s per iteration on
+#:   one core here); with the classifier's lr 0.01 no try moves the image.
+FACE_PARAMS: dict[str, dict[str, float]] = {
+    "levels": FACE_LEVELS,
+    "mnd": {"lr": 4.0},
+    "jnd": {"alpha": 0.04, "lambda2": 0.5},
+    "hvs": {"lr": 10.0, "delta": -500.0},
+}
 
 #: Safety margin of ``dodge`` without a gallery (the face's own clean descriptor is the reference):
 #: other photos of the same person lie 0.33-0.43 from it, so it must move further than 0.65 for them
@@ -490,10 +510,10 @@ class FaceProtector:
             raise InputError(f"max_iter must be >= 0, got {max_iter}")
         if not 0.0 <= min_prob <= 1.0:
             raise InputError(f"min_prob must lie in [0,1], got {min_prob}")
-        if method == "levels" and preset is None:
-            # the classifier default (0.1 % of the values per step, one level) barely moves a face
-            # descriptor: measured on obama.jpg, distance 0.25 after 200 steps; a dodge needs 0.65
-            self.method = get_method("levels", None, **FACE_LEVELS)
+        if method in FACE_PARAMS and preset is None:
+            # the classifier defaults barely move a face descriptor (levels: distance 0.25 after 200
+            # steps on obama.jpg, a dodge needs 0.75); see FACE_PARAMS
+            self.method = get_method(method, None, **FACE_PARAMS[method])
         else:
             self.method = get_method(method, preset)
         self.method = face_method(self.method)  # mnd: the goal's loss instead of class scores
