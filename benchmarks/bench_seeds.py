@@ -9,8 +9,16 @@ never recomputed. A sidecar ``.json`` keeps the machine info (versions, load) of
 Examples::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_seeds.py --group p1 --models mobilenet_v2
-    OMP_NUM_THREADS=1 python benchmarks/bench_seeds.py --group p3 --batch-size 8
+    OMP_NUM_THREADS=1 python benchmarks/bench_seeds.py --group p3 --batch-size 8 --models mobilenet_v2
+    OMP_NUM_THREADS=1 python benchmarks/bench_seeds.py --group p5 --batch-size 2   # mnd, paper step, 1000 it
     python benchmarks/bench_seeds.py --report          # tables of every cached run, no attack
+    python benchmarks/bench_seeds.py --compact         # main-preset table for docs/benchmarks.md
+
+Groups: p1 default presets untargeted, p2 least-likely main presets (n = 16); p3 every other
+preset / ablation with its recommended goal and p4 mnd's paper targeted presets (n = 8, 100
+iterations per try, every model of ``--models``); p5 mnd at the paper's step and budget
+(mobilenet_v2, n = 4, 1000 iterations). One process at a time on a small shared machine: mnd and
+hvs need about 2-5 GB resident at batch 8 (a batch-16 process was OOM-killed at 5.5 GB).
 
 The Markdown (one table per group) is printed and written between the markers
 ``<!-- seeds-tables:begin -->`` / ``<!-- seeds-tables:end -->`` of ``--doc`` (the rest of the
