@@ -7,6 +7,7 @@ Usage::
         [--samples obama,obama-flip,obama-crop,...] [--goals dodge,impersonate]
         [--max-iter jnd=300] [--only jnd=obama,biden] [--out benchmarks/results/face.json]
         [--budget 4000] [--resume]
+    python benchmarks/bench_face.py --table benchmarks/results/face.json   # markdown tables
 
 Samples: the face of each of obama.jpg, obama2.jpg, obama3.jpg, biden.jpg (``face_recognition``
 1.3.0 sdist, see ``scripts/fetch_face_test_photos.py``), its mirror image (``NAME-flip``: a new
@@ -202,6 +203,47 @@ def main() -> int:
     return 0
 
 
+def table(path: str) -> str:
+    """Markdown tables of a result file: a summary per goal and method, then every row."""
+    data = json.loads(Path(path).read_text())
+    rows = [r for r in data["rows"] if "error" not in r]
+    errors = [r for r in data["rows"] if "error" in r]
+
+    def mean(vals: list[float]) -> str:
+        return f"{sum(vals) / len(vals):.2f}" if vals else "-"
+
+    def lo(vals: list[float]) -> str:
+        return f"{min(vals):.2f}" if vals else "-"
+
+    out = ["| goal | method | samples | ours | dlib, saved | dlib, JPEG-90 | PSNR photo mean | PSNR face mean (min) "
+           "| SSIM face mean | s / face mean |", "|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["goal"].split(":")[0], r["method"]) for r in rows})
+    for goal, method in keys:
+        rs = [r for r in rows if r["goal"].split(":")[0] == goal and r["method"] == method]
+        n = len(rs)
+        out.append(f"| {goal} | {method} | {n} | {sum(r['ours_ok'] for r in rs)}/{n} | {sum(r['dlib_ok'] for r in rs)}/{n} "
+                   f"| {sum(r['dlib_jpeg90_ok'] for r in rs)}/{n} | {mean([r['psnr'] for r in rs])} "
+                   f"| {mean([r['psnr_face'] for r in rs])} ({lo([r['psnr_face'] for r in rs])}) "
+                   f"| {mean([r['ssim_face'] for r in rs])} | {mean([r['seconds_per_face'] for r in rs])} |")
+    out += ["", "| goal | method | sample | ours | dlib saved (distance) | dlib JPEG-90 (distance) | PSNR photo | PSNR face "
+            "| SSIM face | rounds | s / face |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ok(v: bool) -> str:
+        return "✓" if v else "✗"
+
+    def dist(v: float | None) -> str:
+        return "no face" if v is None else f"{v:.3f}"
+
+    for r in rows:
+        out.append(f"| {r['goal']} | {r['method']} | {r['sample']} | {ok(r['ours_ok'])} | {ok(r['dlib_ok'])} "
+                   f"({dist(r['dlib_distance'])}) | {ok(r['dlib_jpeg90_ok'])} ({dist(r['dlib_jpeg90_distance'])}) "
+                   f"| {r['psnr']:.2f} | {r['psnr_face']:.2f} | {r['ssim_face']:.4f} | {r['rounds']} "
+                   f"| {r['seconds_per_face']:.1f} |")
+    if errors:
+        out += ["", "Not run: " + "; ".join(f"{r['method']} {r['goal']} {r['sample']}: {r['error']}" for r in errors)]
+    return "\n".join(out)
+
+
 def write(rows: list[dict[str, Any]], t_start: float, path: str, settings: dict[str, Any]) -> None:
     import dlib as _dlib
     import facenet_pytorch
@@ -222,4 +264,7 @@ def write(rows: list[dict[str, Any]], t_start: float, path: str, settings: dict[
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":
+        print(table(sys.argv[2]))
+        raise SystemExit(0)
     raise SystemExit(main())
