@@ -173,10 +173,11 @@ def report(groups: list[str], models: tuple[str, ...]) -> str:
     out = []
     for g in groups:
         runs = plan(g, models)
-        rows, missing, partial, loads, same = [], [], [], [], []
+        rows, missing, partial, loads = [], [], [], []
+        same: dict[tuple[str, str], list[str]] = {}
         for r in runs:
             if not r.csv().exists() and (r.method, r.preset) in SAME_AS and g == "p3":
-                same.append(f"{r.method}:{r.preset} = {SAME_AS[(r.method, r.preset)]}")
+                same.setdefault((r.method, r.preset), []).append(r.model)
                 continue
             if r.csv().exists():
                 rs = read_csv(r.csv())
@@ -198,7 +199,8 @@ def report(groups: list[str], models: tuple[str, ...]) -> str:
                 out.append(f" Load average (1/5/15 min) at the end of each run: {'; '.join(loads)}.")
             out.append("\n")
         if same:
-            out.append("Not repeated: " + "; ".join(same) + ".\n")
+            out.append("Not repeated: " + "; ".join(
+                f"{m}:{p} ({', '.join(ms)}) = {SAME_AS[(m, p)]}" for (m, p), ms in same.items()) + ".\n")
         if partial:
             out.append("Partial (cut by the time budget): " + ", ".join(partial) + ".\n")
         if missing:
