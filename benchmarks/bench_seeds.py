@@ -16,8 +16,8 @@ Examples::
 
 Groups: p1 default presets untargeted, p2 least-likely main presets (n = 16); p3 every other
 preset / ablation with its recommended goal and p4 mnd's paper targeted presets (n = 8, 100
-iterations per try, every model of ``--models``); p5 mnd at the paper's step and budget
-(mobilenet_v2, n = 4, 1000 iterations). One process at a time on a small shared machine: mnd and
+iterations per try); p5 mnd at the paper's step and budget (n = 4, 1000 iterations); p3-p5 run
+every model of ``--models``. One process at a time on a small shared machine: mnd and
 hvs need about 2-5 GB resident at batch 8 (a batch-16 process was OOM-killed at 5.5 GB).
 
 The Markdown (one table per group) is printed and written between the markers
@@ -85,7 +85,7 @@ GROUPS: dict[str, str] = {
     "p3": f"Priority 3: every preset / ablation, untargeted (cv: recommended goal), n = 8, "
           f"max_iter = {CAP_ABLATION} per try",
     "p4": f"Priority 4: targeted paper presets of mnd, least-likely, n = 8, max_iter = {CAP_ABLATION} per try",
-    "p5": f"Priority 5: mnd at the paper's step (lr 1e-4) and budget, mobilenet_v2, n = {N_PAPER}, "
+    "p5": f"Priority 5: mnd at the paper's step (lr 1e-4) and budget, n = {N_PAPER}, "
           f"max_iter = {CAP_PAPER}",
 }
 
@@ -125,8 +125,9 @@ def plan(group: str, models: tuple[str, ...]) -> list[Run]:
             for method, preset in (("mnd", "paper-targeted"), ("mnd", "paper-face-targeted")):
                 runs.append(Run(model, method, preset, "least-likely", 8, CAP_ABLATION))
     elif group == "p5":
-        for preset, goal in (("paper-untargeted", "untargeted"), ("paper-targeted", "least-likely")):
-            runs.append(Run("mobilenet_v2", "mnd", preset, goal, N_PAPER, CAP_PAPER))
+        for model in models:
+            for preset, goal in (("paper-untargeted", "untargeted"), ("paper-targeted", "least-likely")):
+                runs.append(Run(model, "mnd", preset, goal, N_PAPER, CAP_PAPER))
     else:
         raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
     return runs
