@@ -233,13 +233,13 @@ def table(path: str) -> str:
     rows = [r for r in data["rows"] if "error" not in r]
     errors = [r for r in data["rows"] if "error" in r]
 
-    def mean(vals: list[float]) -> str:
-        return f"{sum(vals) / len(vals):.2f}" if vals else "-"
+    def mean(vals: list[float], digits: int = 2) -> str:
+        return f"{sum(vals) / len(vals):.{digits}f}" if vals else "-"
 
     def lo(vals: list[float]) -> str:
-        return f"{min(vals):.2f}" if vals else "-"
+        return f"{min(vals):.2f}–{max(vals):.2f}" if vals else "-"
 
-    out = ["| goal | method | samples | ours | dlib, saved | dlib, JPEG-90 | PSNR photo mean | PSNR face mean (min) "
+    out = ["| goal | method | samples | ours | dlib, saved | dlib, JPEG-90 | PSNR photo mean | PSNR face mean (min–max) "
            "| SSIM face mean | s / face mean |", "|---|---|---|---|---|---|---|---|---|---|"]
     keys = sorted({(r["goal"].split(":")[0], r["method"]) for r in rows})
     for goal, method in keys:
@@ -248,7 +248,7 @@ def table(path: str) -> str:
         out.append(f"| {goal} | {method} | {n} | {sum(r['ours_ok'] for r in rs)}/{n} | {sum(r['dlib_ok'] for r in rs)}/{n} "
                    f"| {sum(r['dlib_jpeg90_ok'] for r in rs)}/{n} | {mean([r['psnr'] for r in rs])} "
                    f"| {mean([r['psnr_face'] for r in rs])} ({lo([r['psnr_face'] for r in rs])}) "
-                   f"| {mean([r['ssim_face'] for r in rs])} | {mean([r['seconds_per_face'] for r in rs])} |")
+                   f"| {mean([r['ssim_face'] for r in rs], 4)} | {mean([r['seconds_per_face'] for r in rs])} |")
     out += ["", "| goal | method | sample | ours | dlib saved (distance) | dlib JPEG-90 (distance) | PSNR photo | PSNR face "
             "| SSIM face | rounds | s / face |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
