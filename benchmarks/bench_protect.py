@@ -36,7 +36,7 @@ TAG = "bench"
 # (two levels) is what `jndkit protect --robust jpeg:90` uses.
 ROBUST_METHODS = "levels:fast,jnd,ddn,fgsm,fgv,bim,pgd,mifgsm,difgsm"
 # mnd and hvs take minutes per image on the shared 2-core machine (docs/seeds_benchmarks.md).
-SLOW_METHOD_IMAGES = "mnd=8,hvs=8"
+SLOW_METHOD_IMAGES = "mnd=16,hvs=16"
 
 
 def main(argv: list[str] | None = None) -> int:

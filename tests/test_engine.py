@@ -161,3 +161,26 @@ def test_result_carries_final_top5(mobilenet, photo_fn):
     assert len(top) == 5 and top == sorted(top, key=lambda t: -t[1])
     assert top[0][0] != mobilenet.predict(x0)[0][0][0]  # the answer changed
     assert top[0][0] == mobilenet.predict(res.x_adv)[0][0][0]
+
+
+def test_level_step_moves_the_best_value_per_unit_of_cost():
+    """LevelStep moves the values with the largest |g| / ((2u + 1) * cost), by one level each,
+    against the gradient, and only within bounds and max_levels."""
+    from jndkit.attacks.engine import LEVEL, LevelStep, StepInfo
+
+    x0 = torch.full((1, 1, 2, 4), 0.5)
+    x0[0, 0, 0, 0] = 1.0  # at the upper bound: may not go up
+    g = -torch.tensor([[[[9.0, 1.0, 2.0, 3.0], [4.0, 5.0, 11.0, 7.0]]]])  # descent moves every value up
+    cost = torch.ones_like(x0)
+    cost[0, 0, 1, 3] = 10.0  # the best remaining gradient, but a dear value
+    v = torch.zeros_like(x0)
+    v[0, 0, 1, 2] = LEVEL  # already one level up: a second level costs 3x
+    info = StepInfo(x0=x0, x=x0 + v, extras={"cost": cost})
+    out = LevelStep().step(v, g, {}, {"fraction": 2 / 8, "max_levels": 2.0}, 0, info)
+    moved = ((out - v) * 255).round().flatten().tolist()
+    # scores: [blocked, 1, 2, 3, 4, 5, 11/3 = 3.7, 7/10]: the two best are 5 and 4 (with
+    # 1 + u instead of 2u + 1, 11/2 would win; without the cost, 7 would)
+    assert moved == [0, 0, 0, 0, 1, 1, 0, 0]
+    out1 = LevelStep().step(v, g, {}, {"fraction": 3 / 8, "max_levels": 1.0}, 0, info)
+    assert ((out1 - v) * 255).round().flatten().tolist() == [0, 0, 0, 1, 1, 1, 0, 0]  # [1,2] is at its cap
+    assert torch.equal(out, torch.round(out * 255) / 255)  # still exactly on the 8-bit grid
