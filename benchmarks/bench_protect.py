@@ -9,7 +9,7 @@ Two configurations, both through :func:`jndkit.bench.run_benchmark` (the library
 1. untargeted, every registered method with its default preset (``--methods``), ``--images``
    images per model, with seed 000 Table 3 (levels, jnd, bim on ``--table3-images`` images),
    Figure 4 and the transfer matrix;
-2. the same goal with ``--robust jpeg:90`` for levels and the sign-gradient baselines.
+2. the same goal with ``--robust jpeg:90`` (levels' fast preset, jnd, ddn and bim on ``--robust-images`` images).
 
 Results are cached per (model, method, preset, goal, robust, image) under
 benchmarks/results/bench/: a rerun reuses every finished image (``--fresh`` deletes the cache).
@@ -34,7 +34,7 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 TAG = "bench"
 # levels' default moves a value by one level at most, which JPEG-90 erases; its `fast` preset
 # (two levels) is what `jndkit protect --robust jpeg:90` uses.
-ROBUST_METHODS = "levels:fast,jnd,ddn,fgsm,fgv,bim,pgd,mifgsm,difgsm"
+ROBUST_METHODS = "levels:fast,jnd,ddn,bim"
 # mnd and hvs take minutes per image on the shared 2-core machine (docs/seeds_benchmarks.md).
 SLOW_METHOD_IMAGES = "mnd=16,hvs=16"
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table3-images", type=int, default=8)
     ap.add_argument("--method-images", default=SLOW_METHOD_IMAGES,
                     help="per-method image caps for the slow methods (METHOD=N,...; '' for none)")
-    ap.add_argument("--robust-images", type=int, default=16, help="images per model of the jpeg:90 run")
+    ap.add_argument("--robust-images", type=int, default=8, help="images per model of the jpeg:90 run")
     ap.add_argument("--table3-methods", default="levels,jnd,bim", help="'' for no Table 3")
     ap.add_argument("--figure-methods", default="levels,jnd,bim", help="'' for no Figure 4")
     ap.add_argument("--batch-size", type=int, default=16)

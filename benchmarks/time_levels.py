@@ -29,7 +29,8 @@ def main() -> None:
         print(f"batch 16, repeat {rep + 1}: {(time.perf_counter() - t) / 32:.3f} s / image")
     x_adv = torch.cat([r.x_adv for r in results])
     ok = saved_success(victim, "untargeted", 0.05, x0, x_adv)
-    print(f"saved success {sum(ok)}/32, mean PSNR {float(metrics.psnr(x0, x_adv).mean()):.2f} dB")
+    print(f"saved success {sum(ok)}/32, mean PSNR {float(metrics.psnr(x0, x_adv).mean()):.2f} dB, "
+          f"mean SSIM {float(metrics.ssim(x0, x_adv).mean()):.6f}")
     t = time.perf_counter()
     for i in range(8):
         run_attack(method, victim, Untargeted(), x0[i : i + 1])
