@@ -46,7 +46,10 @@ class ClassifierVictim(nn.Module):
             raise InputError(f"mean and std need 3 values each, got {len(mean)} and {len(std)}")
         if any(s <= 0 for s in std):
             raise InputError(f"std values must be > 0, got {list(std)}")
-        self.model = model.eval()
+        # channels-last memory: measured on this 2-core CPU, a forward + backward of mobilenet_v2
+        # at batch 16 takes 0.67 s instead of 0.87 s (efficientnet_lite0 0.87 s instead of 1.04 s);
+        # the outputs agree to 1e-5 logits (float summation order).
+        self.model = model.eval().to(memory_format=torch.channels_last)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.input_size = tuple(input_size) if input_size is not None else None
@@ -67,7 +70,7 @@ class ClassifierVictim(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"victim input must have shape [B,3,H,W], got {list(x.shape)}")
-        return self.model(self.preprocess(x))
+        return self.model(self.preprocess(x).contiguous(memory_format=torch.channels_last))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
