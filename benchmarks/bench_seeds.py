@@ -87,7 +87,12 @@ GROUPS: dict[str, str] = {
     "p4": f"Priority 4: targeted paper presets of mnd, least-likely, n = 8, max_iter = {CAP_ABLATION} per try",
     "p5": f"Priority 5: mnd at the paper's step (lr 1e-4) and budget, n = {N_PAPER}, "
           f"max_iter = {CAP_PAPER}",
+    "p6": f"Priority 6: the ablations least-likely, with the parameters of each preset (made for its own "
+          f"goal), max_iter = {CAP_ABLATION} per try",
 }
+
+# p6: n per method (time budget on 2 shared cores: hvs first at n = 8, then cv and mnd).
+N_ABL_LL = {"hvs": 8, "cv": 8, "mnd": 8}
 
 
 # Presets whose parameters (and goal) equal a run already in the tables; left out of p3 by the
@@ -97,6 +102,15 @@ SAME_AS = {
     ("hvs", "L1+L2+G"): "hvs:default (same parameters, budget 100 per try in both)",
     ("cv", "Top1-L1"): "cv:default (same parameters and goal; K is about 1, the cap does not bind)",
     ("mnd", "full"): "mnd:paper-untargeted (same parameters, same cap)",
+}
+
+
+# p6 only: cv presets differ from cv:default only by their goal (and alpha); with the goal fixed to
+# least-likely they collapse to two parameter sets, cv:default (run in p2) and cv:Top1-noL1.
+SAME_AS_LL = {
+    ("cv", "Top1-L1-50"): "cv:default least-likely (same parameters once the goal is least-likely)",
+    ("cv", "Top5-L1"): "cv:default least-likely (same parameters once the goal is least-likely)",
+    ("cv", "Top5-noL1"): "cv:Top1-noL1 least-likely (same parameters once the goal is least-likely)",
 }
 
 
@@ -128,6 +142,15 @@ def plan(group: str, models: tuple[str, ...]) -> list[Run]:
         for model in models:
             for preset, goal in (("paper-untargeted", "untargeted"), ("paper-targeted", "least-likely")):
                 runs.append(Run(model, "mnd", preset, goal, N_PAPER, CAP_PAPER))
+    elif group == "p6":
+        for method in ("hvs", "cv", "mnd"):
+            for model in models:
+                for preset in METHODS[method].presets:
+                    goal = recommended_goal(method, preset)
+                    if preset == "default" or goal == "least-likely" or preset.startswith("paper-") \
+                            or (method, preset) in SAME_AS or (method, preset) in SAME_AS_LL:
+                        continue
+                    runs.append(Run(model, method, preset, "least-likely", N_ABL_LL[method], CAP_ABLATION))
     else:
         raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
     return runs
@@ -202,6 +225,9 @@ def report(groups: list[str], models: tuple[str, ...]) -> str:
         if same:
             out.append("Not repeated: " + "; ".join(
                 f"{m}:{p} ({', '.join(ms)}) = {SAME_AS[(m, p)]}" for (m, p), ms in same.items()) + ".\n")
+        if g == "p6":
+            out.append("Not repeated: " + "; ".join(f"{m}:{p} = {v}" for (m, p), v in SAME_AS_LL.items())
+                       + "; and the presets of SAME_AS (hvs:L1+L2+G = hvs:default, mnd:full).\n")
         if partial:
             out.append("Partial (cut by the time budget): " + ", ".join(partial) + ".\n")
         if missing:
