@@ -16,8 +16,9 @@ Examples::
 
 Groups: p1 default presets untargeted, p2 least-likely main presets (n = 16); p3 every other
 preset / ablation with its recommended goal and p4 mnd's paper targeted presets (n = 8, 100
-iterations per try); p5 mnd at the paper's step and budget (n = 4, 1000 iterations); p3-p5 run
-every model of ``--models``. One process at a time on a small shared machine: mnd and
+iterations per try); p5 mnd at the paper's step and budget (n = 4, 1000 iterations); p6 the
+ablations least-likely with each preset's own parameters (hvs, cv n = 8; mnd n = 4; 100 iterations
+per try); p3-p6 run every model of ``--models``. One process at a time on a small shared machine: mnd and
 hvs need about 2-5 GB resident at batch 8 (a batch-16 process was OOM-killed at 5.5 GB).
 
 The Markdown (one table per group) is printed and written between the markers
@@ -91,8 +92,9 @@ GROUPS: dict[str, str] = {
           f"goal), max_iter = {CAP_ABLATION} per try",
 }
 
-# p6: n per method (time budget on 2 shared cores: hvs first at n = 8, then cv and mnd).
-N_ABL_LL = {"hvs": 8, "cv": 8, "mnd": 8}
+# p6: n per method (time budget on 2 shared cores: hvs and cv at n = 8, then mnd at n = 4, preset by
+# preset with both models, in the order of METHODS["mnd"].presets).
+N_ABL_LL = {"hvs": 8, "cv": 8, "mnd": 4}
 
 
 # Presets whose parameters (and goal) equal a run already in the tables; left out of p3 by the
@@ -144,13 +146,15 @@ def plan(group: str, models: tuple[str, ...]) -> list[Run]:
                 runs.append(Run(model, "mnd", preset, goal, N_PAPER, CAP_PAPER))
     elif group == "p6":
         for method in ("hvs", "cv", "mnd"):
-            for model in models:
-                for preset in METHODS[method].presets:
-                    goal = recommended_goal(method, preset)
-                    if preset == "default" or goal == "least-likely" or preset.startswith("paper-") \
-                            or (method, preset) in SAME_AS or (method, preset) in SAME_AS_LL:
-                        continue
-                    runs.append(Run(model, method, preset, "least-likely", N_ABL_LL[method], CAP_ABLATION))
+            pairs = [(m, p) for m in models for p in METHODS[method].presets]
+            if method == "mnd":
+                pairs = [(m, p) for p in METHODS[method].presets for m in models]
+            for model, preset in pairs:
+                goal = recommended_goal(method, preset)
+                if preset == "default" or goal == "least-likely" or preset.startswith("paper-") \
+                        or (method, preset) in SAME_AS or (method, preset) in SAME_AS_LL:
+                    continue
+                runs.append(Run(model, method, preset, "least-likely", N_ABL_LL[method], CAP_ABLATION))
     else:
         raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
     return runs
