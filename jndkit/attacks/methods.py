@@ -117,7 +117,7 @@ def _levels(params: dict[str, float]) -> Method:
 #   (losses.ssim_change_cost) to that power: 0.1 costs ~0.05 dB of PSNR for +2e-5 of SSIM.
 # * ``fraction``: values moved per step. 0.002 (preset ``fine``) gains 0.1-0.2 dB over 0.004 but
 #   needs more iterations: on the idle 2-core machine, mobilenet_v2 batch 16 (time_levels.py),
-#   0.004 takes 0.44 s per image (K 4.6, 67.42 dB / 0.999876) and 0.002 takes 0.65 s (K 8.3,
+#   0.004 takes 0.44-0.53 s per image (K 4.6, 67.42 dB / 0.999876) and 0.002 0.65 s (K 8.3,
 #   67.52 dB / 0.999877), so the default takes 0.004 to stay within 0.5 s. ``fast`` takes 1 %
 #   and up to two levels (used for lossy outputs).
 LEVELS_PRESETS = {
