@@ -184,3 +184,61 @@ def test_level_step_moves_the_best_value_per_unit_of_cost():
     out1 = LevelStep().step(v, g, {}, {"fraction": 3 / 8, "max_levels": 1.0}, 0, info)
     assert ((out1 - v) * 255).round().flatten().tolist() == [0, 0, 0, 1, 1, 1, 0, 0]  # [1,2] is at its cap
     assert torch.equal(out, torch.round(out * 255) / 255)  # still exactly on the 8-bit grid
+
+
+class Hyperplane(nn.Module):
+    """logits = [0, 255 * w.(x - x0) - t]: class 1 wins once the change along the unit vector
+    ``w`` exceeds ``t`` grey levels, so the smallest L2 change that flips it is known: ``t/255``
+    along ``w``."""
+
+    def __init__(self, x0: torch.Tensor, w: torch.Tensor, t: float):
+        super().__init__()
+        self.x0, self.w, self.t = x0.flatten(1), w.flatten() / w.norm(), t
+
+    def forward(self, x):
+        s = 255.0 * (x.flatten(1) - self.x0) @ self.w - self.t
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def test_refine_walks_a_wasteful_success_down_to_the_smallest_norm():
+    from jndkit.attacks.engine import refine
+    from jndkit.images import quantize
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.full((1, 3, 32, 32), 128 / 255)
+    w = torch.randn(3 * 32 * 32, generator=gen)
+    t = 40.0  # grey levels along w: an RMS change of 0.72 level
+    victim = Hyperplane(x0, w, t)
+    goal = label_zero_goal().bind(victim(x0))
+    unit = (w / w.norm()).view_as(x0)
+    noise = torch.randn(x0.shape, generator=gen) * 3 / 255
+    wasteful = quantize(x0 + unit * (1.5 * t / 255) + noise)  # succeeds, at about 3.5 times the smallest norm
+    assert bool(goal.margin(victim(wasteful)) > goal.kappa)
+    n_wasteful = float((wasteful - x0).norm()) * 255
+    assert n_wasteful > 3 * t
+
+    out = refine(victim, goal, x0, wasteful, steps=100)
+    n = float((out - x0).norm()) * 255
+    assert torch.equal(out, quantize(out))  # an 8-bit image
+    assert bool(goal.margin(victim(out)) > goal.kappa)  # still reaches the goal
+    # the 8-bit grid adds a little to the closed-form minimum (t + kappa along w)
+    assert t + 0.05 <= n <= 1.1 * (t + 0.05), (n, n_wasteful)
+    assert torch.equal(refine(victim, goal, x0, wasteful, steps=0), wasteful)
+
+
+def test_refine_runs_after_success_inside_the_engine():
+    from jndkit.attacks import get_method
+
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.full((2, 3, 16, 16), 100 / 255)
+    w = torch.randn(3 * 16 * 16, generator=gen)
+    victim = Hyperplane(x0[:1], w, 20.0)
+    plain = run_attack(get_method("ddn"), victim, label_zero_goal(), x0)
+    refined = run_attack(get_method("ddn", "refined"), victim, label_zero_goal(), x0)
+    assert bool(plain.success.all()) and bool(refined.success.all())
+    n_plain = (plain.x_adv - x0).flatten(1).norm(dim=1) * 255
+    n_ref = (refined.x_adv - x0).flatten(1).norm(dim=1) * 255
+    assert bool((n_ref <= n_plain).all())
+    assert bool((n_ref <= 1.1 * 20.05).all()), n_ref
+    assert bool((refined.margin > 0.05).all())  # the margin is that of the returned image
+    assert torch.allclose(refined.margin, label_zero_goal().bind(victim(x0)).margin(victim(refined.x_adv)))

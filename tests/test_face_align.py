@@ -12,6 +12,7 @@ from jndkit.errors import InputError
 from jndkit.face.align import (
     ALPHA,
     DLIB5_TEMPLATE,
+    MTCNN_CHIP_SCALE,
     MTCNN_TEMPLATE,
     ChipDetails,
     extract_chips,
@@ -67,10 +68,20 @@ def test_mtcnn_mapping_is_consistent_with_dlib_template() -> None:
     assert ALPHA == pytest.approx(0.4239, abs=1e-4)
     lm_mtcnn = _template_landmarks(MTCNN_TEMPLATE, 180.0, 0.1, (30.0, 40.0))
     lm_dlib = _template_landmarks(DLIB5_TEMPLATE, 180.0, 0.1, (30.0, 40.0))
-    a = face_chip_details(lm_mtcnn, "mtcnn")
     b = face_chip_details(lm_dlib, "dlib5")
+    # the derived points are drawn together by MTCNN_CHIP_SCALE about the five points' mean: undone,
+    # the fit lands on dlib's chip
+    c = np.asarray(lm_mtcnn).mean(axis=0)
+    a = face_chip_details(c + (np.asarray(lm_mtcnn) - c) / MTCNN_CHIP_SCALE, "mtcnn")
     assert abs(a.angle - b.angle) < 0.02
     assert np.abs(np.array(a.rect) - np.array(b.rect)).max() < 0.02 * (b.rect[2] - b.rect[0])
+    # as is, the chip is MTCNN_CHIP_SCALE times dlib's, about the same place
+    s = face_chip_details(lm_mtcnn, "mtcnn")
+    assert abs(s.angle - b.angle) < 0.02
+    side_s, side_b = s.rect[2] - s.rect[0] + 1, b.rect[2] - b.rect[0] + 1
+    assert side_s / side_b == pytest.approx(MTCNN_CHIP_SCALE, abs=0.01)
+    centre = lambda r: np.array([(r[0] + r[2]) / 2, (r[1] + r[3]) / 2])  # noqa: E731
+    assert np.abs(centre(s.rect) - centre(b.rect)).max() < 0.03 * side_b
 
 
 def _ramp_image(h: int, w: int) -> torch.Tensor:

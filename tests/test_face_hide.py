@@ -213,7 +213,7 @@ def test_face_recogniser_victim_is_indexed_by_the_engine(net: Any, detector: Any
     lm_flip = lm_flip[[1, 0, 2, 4, 3]]
     assert FaceRecogniserVictim.per_sample is True
     victim = FaceRecogniserVictim(net, torch.stack([lm, lm_flip]))
-    batch = torch.stack([crop, crop.flip(-1)])
+    batch = quantize(torch.stack([crop, crop.flip(-1) * 0.8]))  # the mirror image, darker: another photo
     with torch.no_grad():
         ref = victim(batch)[:, None]  # each photo dodges its own clean descriptor, [B,K=1,128]
     method = get_method("bim", eps=8 / 255, alpha=1 / 255, steps=40)

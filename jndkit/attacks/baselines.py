@@ -252,6 +252,7 @@ def ddn(params: dict[str, float]) -> Method:
         params=params,
         parametrisation=Delta(grad_at_bounds=True),
         max_iter=int(params.get("steps", 100)),
+        refine=int(params.get("refine", 0.0)),
         prune=bool(params.get("prune", 0.0)),
         description=BASELINE_TEXT["ddn"],
     )
@@ -277,8 +278,13 @@ CW_PRESETS = {
     "torchattacks": {"c": 1.0, "confidence": 0.0, "lr": 0.01, "steps": 50.0, "retries": 0.0, "prune": 0.0},
 }
 DDN_PRESETS = {
-    "default": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "prune": 0.0},
-    "pruned": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "prune": 1.0},
+    "default": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 0.0,
+                "prune": 0.0},
+    "pruned": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 0.0,
+               "prune": 1.0},
+    # DDN's decreasing radius after the first saved success (engine.refine), then pruning
+    "refined": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 100.0,
+                "prune": 1.0},
 }
 
 register(MethodSpec("deepfool", deepfool, DEEPFOOL_PRESETS, "default", BASELINE_TEXT["deepfool"], "baseline"))

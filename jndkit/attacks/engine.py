@@ -18,6 +18,8 @@ projection. :func:`run_attack` owns everything else, once:
   never succeed;
 * retries with weaker perceptual weight for samples that failed (seed 002's
   ``beta += delta`` schedule, generalised: :class:`Retry`);
+* an optional refinement pass that keeps lowering the L2 norm of a success,
+  DDN's decreasing radius (:func:`refine`);
 * an optional pruning pass that undoes changed values the success does not
   need (:func:`prune`).
 """
@@ -25,6 +27,7 @@ projection. :func:`run_attack` owns everything else, once:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -364,7 +367,8 @@ class Method:
         prepare: computes per-sample extras once from the clean batch (JND maps, bounds).
         retry: what to change when re-attacking the failures.
         max_iter: default iteration budget.
-        prune: undo changed values that success does not need, after success.
+        refine: after success, this many steps of :func:`refine` (0: none).
+        prune: undo changed values that success does not need, after success (and refinement).
         check_every: quantized success check period (1 = every iteration).
         on_grid: the candidate image is always an exact 8-bit image (e.g. one-level steps from a
             quantized x0), so the gradient forward doubles as the success check.
@@ -382,6 +386,7 @@ class Method:
     prepare: Prepare | None = None
     retry: Retry | None = None
     max_iter: int = 100
+    refine: int = 0
     prune: bool = False
     check_every: int = 1
     on_grid: bool = False
@@ -657,7 +662,7 @@ def run_attack(
     b = x0.shape[0]
     params = dict(method.params)
     max_tries = 1 + (method.retry.max_tries if (retries and method.retry) else 0)
-    total = budget * max_tries
+    total = budget * max_tries + max(0, method.refine)
     history: list[list[float]] | None = [] if record_history else None
 
     on_grid = bool(torch.equal(x0, quantize(x0)))
@@ -681,18 +686,81 @@ def run_attack(
         tries[failed] = k + 1
         for j, i in enumerate(failed.tolist()):
             used[i] = dict(params)
+    if method.refine > 0 and bool(success.any()):
+        done = success.nonzero().squeeze(1)
+        on_refine = None if progress is None else (
+            lambda step, _n, info: progress(total - method.refine + step, total, info))  # type: ignore[misc]
+        x_adv[done] = refine(_victim_of(victim, done), goal[done], x0[done], x_adv[done], steps=method.refine,
+                             robust=robust, progress=on_refine)
     ok = success.nonzero().squeeze(1) if method.prune else success[:0].nonzero().squeeze(1)
+    changed = success.nonzero().squeeze(1) if (method.prune or method.refine > 0) else ok
     if ok.numel():
         cost = extras["cost"][ok] if "cost" in extras else None
         x_adv[ok] = prune(_victim_of(victim, ok), goal[ok], x0[ok], x_adv[ok], robust=robust, cost=cost)
     with torch.no_grad():
         final_outputs = victim(x_adv)
-        if ok.numel():  # every pruned state was checked; this is its margin on the final image
-            margin[ok] = goal[ok].margin(final_outputs[ok]) if robust is None else torch.minimum(
-                goal[ok].margin(final_outputs[ok]), goal[ok].margin(_victim_of(victim, ok)(robust(x_adv[ok]))))
+        if changed.numel():  # every refined or pruned state was checked; this is its margin on the final image
+            margin[changed] = goal[changed].margin(final_outputs[changed]) if robust is None else torch.minimum(
+                goal[changed].margin(final_outputs[changed]),
+                goal[changed].margin(_victim_of(victim, changed)(robust(x_adv[changed]))))
     seconds = (time.perf_counter() - t0) / max(b, 1)
     return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
                         seconds=seconds, params=used, history=history or [])
+
+
+def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor, steps: int = 100,
+           gamma: float = 0.05, alpha: float = 0.5, alpha_min: float = 0.01,
+           robust: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           progress: ProgressFn | None = None) -> torch.Tensor:
+    """Lower the L2 norm of successful 8-bit images: the second half of DDN (Rony et al. 2019).
+
+    The engine stops a sample at its first saved success, on a growing radius. From there DDN's
+    own rule goes on: per sample, with ``ε`` the current radius (starting at ``|x_adv - x0|``)
+    and ``g`` the goal loss's gradient at the current 8-bit image,
+    ``δ ← δ - α_t ε g/|g|``, then ``ε ← (1 - γ) ε`` when that 8-bit image reaches the goal (and
+    after ``robust``) and ``(1 + γ) ε`` when it does not, ``δ ← ε δ/|δ|``, clipped to the
+    image. ``α_t`` is cosine-annealed from ``alpha`` to ``alpha_min``. It returns, per sample, the
+    smallest-norm 8-bit image that was checked to reach the goal (``x_adv`` itself if none is
+    smaller), so the output reaches the goal by construction. One victim pass per step (two with
+    ``robust``), batched over samples.
+
+    Why here and not in every method: on face descriptors the first success lies well above the
+    minimum norm (measured on obama2.jpg, dodging: 100 steps lowered the norm by 0.7-2.2 dB,
+    300 steps by 0.3 dB more), on ImageNet classifiers the engine's other methods already stop
+    close to the boundary.
+    """
+    if steps <= 0 or x_adv.shape[0] == 0:
+        return x_adv
+    q0 = quantize(x0)
+    b = x_adv.shape[0]
+    view = (b,) + (1,) * (x_adv.ndim - 1)
+    best = x_adv.clone()
+    best_norm = (x_adv - q0).flatten(1).norm(dim=1)
+    eps = best_norm.clone()
+    delta = (x_adv - q0).clone()
+    for t in range(steps):
+        xq = quantize(q0 + delta).requires_grad_(True)
+        with torch.enable_grad():
+            out = victim(xq)
+            (g,) = torch.autograd.grad(goal.loss(out).sum(), xq)
+        with torch.no_grad():
+            m = goal.margin(out.detach())
+            if robust is not None:
+                m = torch.minimum(m, goal.margin(victim(robust(xq.detach()))))
+            reached = m > goal.kappa
+            norm = (xq.detach() - q0).flatten(1).norm(dim=1)
+            better = reached & (norm < best_norm)
+            best[better] = xq.detach()[better]
+            best_norm = torch.where(better, norm, best_norm)
+            eps = torch.where(reached, eps * (1.0 - gamma), eps * (1.0 + gamma))
+            a = alpha_min + (alpha - alpha_min) * 0.5 * (1.0 + math.cos(math.pi * t / steps))
+            gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+            delta = delta - a * eps.view(view) * g / gn
+            delta = delta * (eps.view(view) / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view))
+            delta = (q0 + delta).clamp(0.0, 1.0) - q0
+        if progress is not None:
+            progress(t + 1, steps, {"phase": "refine", "active": b, "succeeded": b})
+    return best
 
 
 @torch.no_grad()
