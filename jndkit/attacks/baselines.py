@@ -44,7 +44,7 @@ import torch
 from .. import losses
 from ..errors import InputError
 from ..images import quantize
-from .engine import Adam, Context, Delta, Method, Retry, StepInfo, Tanh
+from .engine import Adam, Context, Delta, Method, Retry, StepInfo, Tanh, l2_sphere_step
 from .methods import MethodSpec, register
 
 __all__ = ["DeepFoolStep", "DDNStep", "cw_f", "deepfool", "cw", "ddn"]
@@ -227,19 +227,15 @@ class DDNStep:
 
     def step(self, v: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
              params: Mapping[str, float], it: int, info: StepInfo) -> torch.Tensor:
-        b = v.shape[0]
         n = v[0].numel()
         eps = state["eps"]
         eps[eps.isnan()] = float(params["init_rms"]) / 255.0 * math.sqrt(n)
         steps = max(1, int(params.get("steps", 100)))
         a0, a1 = float(params["alpha"]), float(params["alpha_min"])
         alpha = a1 + (a0 - a1) * 0.5 * (1.0 + math.cos(math.pi * min(it, steps) / steps))
-        gnorm = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(b, *([1] * (v.ndim - 1)))
-        delta = v - alpha * eps.view_as(gnorm) * g / gnorm
+        step_eps = eps.clone()
         eps.mul_(1.0 + float(params["gamma"]))
-        dnorm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(gnorm)
-        delta = delta * (eps.view_as(gnorm) / dnorm)
-        return (info.x0 + delta).clamp(0.0, 1.0) - info.x0
+        return l2_sphere_step(v, g, alpha, step_eps, info.x0, eps)
 
 
 def ddn(params: dict[str, float]) -> Method:

@@ -708,6 +708,18 @@ def run_attack(
                         seconds=seconds, params=used, history=history or [])
 
 
+def l2_sphere_step(delta: torch.Tensor, g: torch.Tensor, alpha: float, eps_step: torch.Tensor, x0: torch.Tensor,
+                   eps: torch.Tensor | None = None) -> torch.Tensor:
+    """DDN's move (Rony et al. 2019, Algorithm 1), per sample: ``δ - α ε_step g/|g|``, rescaled to
+    the L2 radius ``eps`` (default ``eps_step``), then clipped so that ``x0 + δ`` stays in [0,1]."""
+    view = (delta.shape[0],) + (1,) * (delta.ndim - 1)
+    eps = eps_step if eps is None else eps
+    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+    delta = delta - alpha * eps_step.view(view) * g / gn
+    delta = delta * (eps.view(view) / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view))
+    return (x0 + delta).clamp(0.0, 1.0) - x0
+
+
 def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor, steps: int = 100,
            gamma: float = 0.05, alpha: float = 0.5, alpha_min: float = 0.01,
            robust: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -733,7 +745,6 @@ def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
         return x_adv
     q0 = quantize(x0)
     b = x_adv.shape[0]
-    view = (b,) + (1,) * (x_adv.ndim - 1)
     best = x_adv.clone()
     best_norm = (x_adv - q0).flatten(1).norm(dim=1)
     eps = best_norm.clone()
@@ -752,12 +763,9 @@ def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
             better = reached & (norm < best_norm)
             best[better] = xq.detach()[better]
             best_norm = torch.where(better, norm, best_norm)
-            eps = torch.where(reached, eps * (1.0 - gamma), eps * (1.0 + gamma))
             a = alpha_min + (alpha - alpha_min) * 0.5 * (1.0 + math.cos(math.pi * t / steps))
-            gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-            delta = delta - a * eps.view(view) * g / gn
-            delta = delta * (eps.view(view) / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view))
-            delta = (q0 + delta).clamp(0.0, 1.0) - q0
+            eps = torch.where(reached, eps * (1.0 - gamma), eps * (1.0 + gamma))
+            delta = l2_sphere_step(delta, g, a, eps, q0)
         if progress is not None:
             progress(t + 1, steps, {"phase": "refine", "active": b, "succeeded": b})
     return best
