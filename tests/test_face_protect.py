@@ -277,3 +277,30 @@ def test_impersonation_of_biden_by_obama_holds_for_dlib(
     after = dlib_recogniser(Path(rec.output))
     assert len(after) == 1
     assert float(np.linalg.norm(after[0] - target)) < 0.6
+
+
+def test_dodge_measures_each_alignment_from_its_own_clean_descriptor(photo_paths: dict[str, Path],
+                                                                    models: tuple[Any, Any]) -> None:
+    """Without a gallery, every alignment of a face starts at distance 0 from its reference (its own
+    clean descriptor); a gallery identity is one reference for all of them."""
+    from jndkit.face import FaceProtector, embed_faces
+    from jndkit.face.detect import Face
+    from jndkit.face.protect import _jitter
+    from jndkit.images import quantize
+
+    det, net = models
+    x = quantize(load_image(photo_paths["obama"]).rgb)
+    (face,) = det.detect(x, min_prob=0.9)
+    entries = [(0, Face(face.box, face.prob, lm)) for lm in _jitter(face.landmarks, 4)]
+    clean = embed_faces(x, [face], net)  # [1,128], the base alignment
+    prot = FaceProtector("dodge", method="ddn", detector=det, net=net)
+    with torch.no_grad():
+        victim, goal = prot._victim_goal(entries, [clean], [None], x[None])
+        out = victim(x[None])
+        own = goal.bind(out).distances(out)[0]
+        victim, goal = prot._victim_goal(entries, [clean], ["obama"], x[None])
+        shared = goal.bind(out).distances(out)[0]
+    assert own.shape == (5,) and float(own.abs().max()) < 1e-4
+    # the base alignment is the reference itself (up to dlib's 8-bit chip, which embed_faces keeps) ...
+    assert float(shared[0]) < 0.01
+    assert float(shared[1:].min()) > 0.05  # ... the others are moved by the alignment alone (0.10-0.14)

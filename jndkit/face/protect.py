@@ -472,7 +472,9 @@ class FaceProtector:
             by +-3 % of the eye distance, scaled by +-4 %), so that the protection survives the
             slightly different alignment of a fresh detection or of another recogniser's pipeline
             (measured on obama.jpg with ``ddn``: re-checked distance 0.58 without, 0.69 with 4, for
-            0.8 dB less PSNR over the face).
+            0.8 dB less PSNR over the face; with 2, dlib's own pipeline was not dodged on obama.jpg
+            and obama2.jpg). Dodging without a gallery measures each alignment from its own clean
+            descriptor.
         hide_stages: MTCNN nets the hiding goal pushes below their thresholds (default ONet only,
             :data:`HIDE_STAGES`).
         hide_jitter: relative shift and scale of the extra boxes about each face for hiding
