@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Fetch the face test photos that ship in the ``face_recognition`` 1.3.0 source distribution.
 
-Usage: ``python scripts/fetch_face_test_photos.py [CACHE_DIR]`` (default ``.cache/face_photos``).
+Usage: ``python scripts/fetch_face_test_photos.py [CACHE_DIR]`` (default ``tests/data/face_photos``,
+where the photos are committed; the tests read them from there and never run this script).
+A maintainer runs it only to re-create or re-check that folder.
 
 The sdist is downloaded from PyPI with pip (``pip download --no-deps --no-binary :all:
 face_recognition==1.3.0``) and ``tests/test_images/{obama,obama2,obama3,biden}.jpg`` are
@@ -70,7 +72,8 @@ def fetch(cache: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str]) -> int:
-    cache = Path(argv[1]) if len(argv) > 1 else Path(".cache/face_photos")
+    default = Path(__file__).resolve().parents[1] / "tests" / "data" / "face_photos"
+    cache = Path(argv[1]) if len(argv) > 1 else default
     try:
         paths = fetch(cache)
     except (RuntimeError, OSError, KeyError, tarfile.TarError, subprocess.TimeoutExpired) as exc:

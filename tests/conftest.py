@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -42,18 +45,28 @@ def photo_fn():
     return photo
 
 
-@pytest.fixture(scope="session")
-def photo_paths():
-    """The face_recognition 1.3.0 sdist test photos, fetched with pip from the package registry
-    into .cache/face_photos (never committed); the tests that need them skip if pip cannot."""
-    import subprocess
-    import sys
-    from pathlib import Path
+# SHA-256 of the shipped face photos (tests/data/face_photos/README.md gives source and licence).
+FACE_PHOTO_SHA256 = {
+    "obama": "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6",
+    "obama2": "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6",
+    "obama3": "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3",
+    "biden": "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c",
+}
+FACE_PHOTO_DIR = Path(__file__).resolve().parent / "data" / "face_photos"
 
-    root = Path(__file__).resolve().parents[1]
-    cache = root / ".cache" / "face_photos"
-    script = root / "scripts" / "fetch_face_test_photos.py"
-    proc = subprocess.run([sys.executable, str(script), str(cache)], capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.skip(f"face test photos unavailable (pip could not fetch face_recognition==1.3.0): {proc.stderr.strip()}")
-    return {n: cache / f"{n}.jpg" for n in FACE_PHOTOS}
+
+@pytest.fixture(scope="session")
+def photo_paths() -> dict[str, Path]:
+    """The four face_recognition 1.3.0 sdist test photos (MIT), shipped in ``tests/data/face_photos``.
+
+    Returns ``{name: path}`` for obama, obama2, obama3 and biden. Nothing is downloaded; a missing or
+    altered file fails the test (it is part of the repository), it never skips.
+    """
+    paths = {n: FACE_PHOTO_DIR / f"{n}.jpg" for n in FACE_PHOTOS}
+    for name, path in paths.items():
+        if not path.is_file():
+            pytest.fail(f"{path}: face test photo missing from the repository")
+        got = hashlib.sha256(path.read_bytes()).hexdigest()
+        if got != FACE_PHOTO_SHA256[name]:
+            pytest.fail(f"{path}: SHA-256 {got} differs from the shipped {FACE_PHOTO_SHA256[name]}")
+    return paths
