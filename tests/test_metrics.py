@@ -338,3 +338,90 @@ def test_bad_inputs_raise_input_error() -> None:
     with pytest.raises(InputError, match="sequence"):
         M.compute_metrics(x0, x0, names="psnr")
     assert issubclass(InputError, ValueError)
+
+
+# ---------------------------------------------------------------- bounded memory: strips, tiles, downscaled copies
+
+_EXACT = [n for n, m in M.METRICS.items() if n not in ("ms_ssim", "scc", "vifp")]
+
+
+def test_tiled_and_strip_paths_equal_the_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force the large-image paths on a medium pair: every exact metric equals the untiled value."""
+    x0, x = _pair(b=2, h=150, w=173, levels=3)
+    jnd = torch.full_like(x0, 1.5 * L)
+    x0[0, :, :20, :20] = 0.0  # flat corner: UQI's 0/0 windows must agree too
+    x[0, :, :20, :20] = 0.0
+    whole, info_whole = M.compute_metrics(x0, x, names=_EXACT, jnd=jnd, return_info=True)
+    assert set(info_whole.values()) == {"full image"}
+    monkeypatch.setattr(M, "FULL_MAX_PIXELS", 500)
+    monkeypatch.setattr(M, "TILE", 40)  # 4 x 5 tiles with halos: many seams
+    monkeypatch.setattr(M, "_STRIP_PIXELS", 700)  # strips of 4 rows
+    tiled, info = M.compute_metrics(x0, x, names=_EXACT, jnd=jnd, return_info=True)
+    assert info["ssim"] == "tiled 40 px (exact)" and info["uqi"] == "tiled 40 px (exact)"
+    assert info["l2"] == "full image, in strips of rows"
+    for name in _EXACT:
+        rtol = 1e-7 if name == "psnr" else 1e-9  # torchmetrics' PSNR takes log(10) in float32
+        torch.testing.assert_close(tiled[name], whole[name], rtol=rtol, atol=1e-9, msg=name)
+    assert (whole["ssim"] < 1).all() and (whole["l0"] > 0).all()
+
+
+def test_tiled_ssim_matches_skimage_on_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    x0 = _astronaut(size=120)
+    g = torch.Generator().manual_seed(3)
+    x = _q((x0 + 0.02 * torch.randn(x0.shape, generator=g, dtype=torch.float64)).clamp(0, 1))
+    monkeypatch.setattr(M, "FULL_MAX_PIXELS", 100)
+    monkeypatch.setattr(M, "TILE", 32)
+    ref = sk_ssim(_hwc(x0[0]), _hwc(x[0]), gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                  channel_axis=2, data_range=1.0)
+    assert M.ssim(x0, x)[0].item() == pytest.approx(ref, abs=1e-12)
+
+
+def test_downscaled_metrics_say_so_and_equal_the_library_on_an_area_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    x0, x = _pair(b=1, h=360, w=400, levels=4)
+    monkeypatch.setattr(M, "FULL_MAX_PIXELS", 200 * 200)  # 144000 px -> factor 2 -> 180 x 200
+    vals, info = M.compute_metrics(x0, x, names=["ms_ssim", "scc", "vifp"], return_info=True)
+    for name in ("ms_ssim", "scc", "vifp"):
+        assert info[name] == "downscaled 1/2 (200x180 px, area average)", name
+    a, b = torch.nn.functional.avg_pool2d(x0, 2), torch.nn.functional.avg_pool2d(x, 2)
+    monkeypatch.setattr(M, "FULL_MAX_PIXELS", 512 * 512)
+    small = M.compute_metrics(a, b, names=["ms_ssim", "scc", "vifp"])
+    for name in ("ms_ssim", "scc", "vifp"):
+        torch.testing.assert_close(vals[name], small[name], rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_info_for_undefined_metrics_and_missing_jnd() -> None:
+    x0, x = _pair(b=1, h=20, w=20)
+    _, info = M.compute_metrics(x0, x, names=["ms_ssim", "above_jnd", "psnr"], return_info=True)
+    assert info == {"ms_ssim": "not defined below 176 px", "above_jnd": "no JND map given", "psnr": "full image"}
+
+
+def test_large_path_psnr_inf_and_linf_of_identical_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    x0, _ = _pair(b=1, h=64, w=64)
+    monkeypatch.setattr(M, "FULL_MAX_PIXELS", 100)
+    v = M.compute_metrics(x0, x0, names=["psnr", "linf", "l0", "hist_kl", "ciede2000_max"])
+    assert math.isinf(v["psnr"].item()) and v["psnr"].item() > 0
+    assert v["linf"].item() == 0 and v["l0"].item() == 0 and v["hist_kl"].item() == 0
+    assert v["ciede2000_max"].item() == 0
+
+
+@pytest.mark.slow
+def test_12_megapixel_pair_stays_within_a_few_gb() -> None:
+    """Issue 12 item 1: SSIM of a 4000x3000 photo asked for 58 GB. Peak RSS of a fresh process < 4 GB."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from jndkit import metrics as M\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "x0 = torch.nn.functional.interpolate(torch.rand(1, 3, 30, 40, generator=g), size=(3000, 4000), mode='bilinear')\n"
+        "x = (torch.round((x0 + (torch.rand(x0.shape, generator=g) - 0.5) * 0.02) * 255) / 255).clamp(0, 1)\n"
+        "x0 = torch.round(x0 * 255) / 255\n"
+        "v, info = M.compute_metrics(x0, x, names=['psnr', 'ssim', 'l2', 'linf', 'l0'], return_info=True)\n"
+        "print(v['ssim'].item(), v['psnr'].item(), info['ssim'], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    ssim_v, psnr_v, peak_kb = float(out[0]), float(out[1]), int(out[-1])
+    assert 0.9 < ssim_v < 1 and 40 < psnr_v < 60
+    assert " ".join(out[2:-1]) == "tiled 1024 px (exact)"
+    assert peak_kb < 4 * 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
