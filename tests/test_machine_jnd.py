@@ -85,6 +85,20 @@ class Brightness(nn.Module):
         return torch.stack([torch.zeros_like(m), 10.0 * (m - self.threshold)], dim=1)
 
 
+class Flat(nn.Module):
+    """Class 0 iff the image is flat (per-image standard deviation below 0.02), else class 1.
+
+    A constant change keeps a flat image flat; white noise of the same energy does not, so the
+    white-noise RCA (section V-E) of a constant ``e`` on a flat image is exactly 0 here.
+    """
+
+    name = "flat"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sd = x.flatten(1).std(dim=1)
+        return torch.stack([torch.zeros_like(sd), 100.0 * (sd - 0.02)], dim=1)
+
+
 class Band(nn.Module):
     """Class 1 iff the mean brightness is within 0.2 of 0.5: NOT monotone in the change."""
 
@@ -256,7 +270,29 @@ def test_evaluate_jnd_is_json_ready() -> None:
     json.dumps(out)
     assert out["rca"]["mean"] == 100.0 and out["homogeneity"]["pass"] is True
     assert out["psnr_at_full_rca"] == pytest.approx(20.0, abs=0.05)
-    assert 0.0 <= out["white_noise"]["rca"] <= 100.0
+    # white noise of the energy of e: its per-image mean is ~N(0, 0.1/sqrt(192)) ~ 0.007, far from the
+    # 0.2 that would move the mean brightness 0.3 over the 0.5 threshold -> the label stays
+    assert out["white_noise"]["rca"] == 100.0
+
+
+def test_white_noise_rca_against_an_independent_computation() -> None:
+    """Section V-E on classifiers with known answers: a constant e keeps a flat image flat (RCA 100),
+    white noise of the same L2 energy does not (RCA 0 for Flat, 100 for Brightness: mean 50)."""
+    x = torch.full((3, 3, 8, 8), 77 / 255)  # on the 8-bit grid, flat
+    e = torch.full_like(x, 26 / 255)  # constant: the saved image stays flat, 26 levels up
+    out = evaluate_jnd([Brightness(0.5), Flat()], x, e, seed=2)
+    assert out["rca"]["per_classifier"] == {"bright": 100.0, "flat": 100.0}
+    assert out["white_noise"]["per_classifier"] == {"bright": 100.0, "flat": 0.0}
+    assert out["white_noise"]["rca"] == 50.0
+    # the noise the library draws, rebuilt here from its definition (seeded N(0,1) rescaled to ||e||)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    n = (g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * (26 / 255) * math.sqrt(192)).float()
+    saved = torch.round((x + n).clamp(0, 1) * 255) / 255  # rounded to the nearest 8-bit level
+    mse = (saved - x).double().pow(2).flatten(1).mean(dim=1)
+    want_psnr = float((10 * torch.log10(1 / mse)).mean())
+    assert out["white_noise"]["psnr_mean"] == pytest.approx(want_psnr, abs=1e-4)
+    # equal energy: the saved noisy images sit near the PSNR of e (20 log10(255/26) = 19.83 dB)
+    assert want_psnr == pytest.approx(20 * math.log10(255 / 26), abs=0.3)
 
 
 # ---------------------------------------------------------------- net, data, save/load
@@ -376,4 +412,14 @@ def test_per_image_four_offline_classifiers() -> None:
     out = evaluate_jnd(vs, x, e)
     assert out["rca"]["mean"] == 100.0
     assert out["psnr_mean"] < 20.0
-    assert out["white_noise"]["rca"] <= out["rca"]["mean"]
+    # section V-E recomputed here: each classifier's label on the saved x + white noise of e's energy
+    e_saved = quantize(x + e) - x
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    n = (g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * e_saved.double().flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+    noisy = torch.round((x + n.float()).clamp(0, 1) * 255) / 255
+    with torch.no_grad():
+        want = {v.name: 100.0 * float((v(noisy).argmax(1) == v(x).argmax(1)).float().mean()) for v in vs}
+    assert out["white_noise"]["per_classifier"] == pytest.approx(want)
+    assert out["white_noise"]["rca"] == pytest.approx(sum(want.values()) / 4)
+    # the paper's point: white noise of the same energy (PSNR < 20 dB) changes labels the JND keeps
+    assert out["white_noise"]["rca"] < 100.0
