@@ -57,12 +57,27 @@ def _attack_and_recheck(method: Method, victim: torch.nn.Module, goal: Goal, x0:
 # ---------------------------------------------------------------------------------- registry and presets
 @pytest.mark.parametrize("name", ["mnd", "hvs", "cv"])
 def test_every_preset_builds(name: str) -> None:
+    """Each preset names every parameter its method reads (a missing weight would only fail at run time,
+    inside the engine), holds finite floats, and an override changes that one parameter and nothing else."""
     spec = METHODS[name]
     assert spec.default == "default"
-    for preset in spec.presets:
+    for preset, values in spec.presets.items():
+        snapshot = dict(values)
         m = get_method(name, preset)
         assert m.name == name
-        assert dict(m.params) == spec.presets[preset]
+        weight_keys = {k for k, _ in m.loss_terms if k is not None}
+        assert weight_keys, f"{name}:{preset} has no weighted loss term"
+        assert weight_keys <= set(values), (preset, weight_keys - set(values))
+        lr_key = getattr(m.update, "lr_key", None)
+        assert lr_key is None or lr_key in values, (preset, lr_key)
+        assert all(isinstance(v, float) and np.isfinite(v) for v in values.values()), preset
+        key = sorted(values)[0]
+        changed = get_method(name, preset, **{key: 2.0 * values[key] + 1.0})
+        assert {k for k in values if changed.params[k] != values[k]} == {key}
+        assert changed.params[key] == 2.0 * values[key] + 1.0
+        if isinstance(m.params, dict):
+            m.params[key] = -1.0  # a built method owns a copy of its preset...
+        assert spec.presets[preset] == snapshot  # ...so neither it nor an override alters the registry
 
 
 def test_mnd_presets_follow_the_paper() -> None:
