@@ -284,23 +284,57 @@ def test_dodge_measures_each_alignment_from_its_own_clean_descriptor(photo_paths
     """Without a gallery, every alignment of a face starts at distance 0 from its reference (its own
     clean descriptor); a gallery identity is one reference for all of them."""
     from jndkit.face import FaceProtector, embed_faces
+    from jndkit.face.boxes import jitter_landmarks
     from jndkit.face.detect import Face
-    from jndkit.face.protect import _jitter
     from jndkit.images import quantize
 
     det, net = models
     x = quantize(load_image(photo_paths["obama"]).rgb)
     (face,) = det.detect(x, min_prob=0.9)
-    entries = [(0, Face(face.box, face.prob, lm)) for lm in _jitter(face.landmarks, 4)]
+    entries = [(0, Face(face.box, face.prob, lm)) for lm in jitter_landmarks(face.landmarks, 4)]
     clean = embed_faces(x, [face], net)  # [1,128], the base alignment
     prot = FaceProtector("dodge", method="ddn", detector=det, net=net)
     with torch.no_grad():
-        victim, goal = prot._victim_goal(entries, [clean], [None], x[None])
+        victim, goal = prot.strategy.victim_goal(entries, [clean], [None], x[None])
         out = victim(x[None])
         own = goal.bind(out).distances(out)[0]
-        victim, goal = prot._victim_goal(entries, [clean], ["obama"], x[None])
+        victim, goal = prot.strategy.victim_goal(entries, [clean], ["obama"], x[None])
         shared = goal.bind(out).distances(out)[0]
     assert own.shape == (5,) and float(own.abs().max()) < 1e-4
     # the base alignment is the reference itself (up to dlib's 8-bit chip, which embed_faces keeps) ...
     assert float(shared[0]) < 0.01
     assert float(shared[1:].min()) > 0.05  # ... the others are moved by the alignment alone (0.10-0.14)
+
+
+def test_a_failed_attack_writes_nothing_and_resume_tries_it_again(
+    tmp_path: Path, photo_paths: dict[str, Path], models: tuple[Any, Any]
+) -> None:
+    """Issue 12 item 2: only a verified protected photo takes the output name. One ``levels`` step
+    cannot dodge the gallery (obama2.jpg stays 0.2 from Obama), so the record says ``failed``, the
+    output folder holds nothing but the report (no best attempt, no temporary file), and ``resume``
+    attacks the photo again instead of counting it as done."""
+    from PIL import Image
+
+    from jndkit.face import FaceProtector, embed_faces, protect_face_paths
+
+    det, net = models
+    x = load_image(photo_paths["obama2"]).rgb
+    (face,) = det.detect(x, min_prob=0.9)
+    gallery = {"obama": embed_faces(x, [face], net)}
+    b = [int(v) for v in face.box]
+    crop = x[:, max(0, b[1] - 60) : b[3] + 60, max(0, b[0] - 60) : b[2] + 60]
+    src = tmp_path / "in" / "obama2.png"
+    src.parent.mkdir()
+    Image.fromarray(torch.round(crop * 255).to(torch.uint8).permute(1, 2, 0).numpy()).save(src)
+    out = tmp_path / "out"
+    prot = FaceProtector("dodge", gallery, "levels", max_iter=1, rounds=1, detector=det, net=net)
+    for attempt in range(2):
+        (rec,) = protect_face_paths([src], out, protector=prot, resume=attempt == 1)
+        assert rec.status == "failed", rec.to_json()
+        assert rec.output is None and "nothing written" in str(rec.error)
+        assert rec.faces[0]["protected"] is False and rec.faces[0]["identity_after"] == "obama"
+        assert rec.faces[0]["distance_after"] < 0.6 and rec.iterations == 1
+        assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+        report = json.loads((out / "report.json").read_text())
+        assert report["summary"]["failed"] == 1 and report["summary"]["skipped"] == 0
+        assert report["images"][0]["output"] is None

@@ -7,13 +7,13 @@ restricts every per-sample tensor to a sub-batch. Margins are in the victim's ow
 * :class:`Dodge` and :class:`Impersonate` in **descriptor distance** (Euclidean, dlib's
   recogniser calls two faces the same person below ``threshold = 0.6``); ``kappa`` (default 0.05)
   is the safety margin, so dodging means a distance above 0.65 and impersonation below 0.55;
-* :class:`Hide` in **logits**: the victim (:class:`~jndkit.face.protect.FaceHideVictim`)
+* :class:`Hide` in **logits**: the victim (:class:`~jndkit.face.victim.FaceHideVictim`)
   returns MTCNN face logits (before the softmax) minus the logits of MTCNN's probability thresholds,
   and hiding means every one of them is below ``-kappa``.
 
 Outputs of the embedding victims are ``[B,128]`` (one face per sample, as
 :class:`~jndkit.face.victim.FaceRecogniserVictim`) or ``[B,F,128]`` (all ``F`` faces of one photo per
-sample, as :class:`~jndkit.face.protect.FacesVictim`): a photo reaches the goal only when **every**
+sample, as :class:`~jndkit.face.victim.FacesVictim`): a photo reaches the goal only when **every**
 face does, so its margin is the smallest face margin.
 
 References are *sets* of descriptors (a gallery holds several photos of a person): the distance
@@ -233,7 +233,7 @@ class Hide(Goal):
     """Hiding from a face detector: every face's logit below its threshold at every stage.
 
     The victim returns per sample face logits minus the logits of their thresholds, ``[B,M]``
-    (:class:`~jndkit.face.protect.FaceHideVictim`: every PNet window over each of the photo's faces,
+    (:class:`~jndkit.face.victim.FaceHideVictim`: every PNet window over each of the photo's faces,
     then RNet and ONet at its box; padding entries hold -100). ``margin = -max(outputs)``: positive
     once every entry is below zero; reached below ``-kappa``. Asking every stage and every PNet
     window (not just one net, which is enough to drop the face at the fixed box) leaves MTCNN no

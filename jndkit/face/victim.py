@@ -1,8 +1,11 @@
-"""Face recogniser victim: full-resolution photo -> aligned chip -> dlib descriptor.
+"""Face victims: full-resolution photo -> aligned chips -> dlib descriptors, or -> MTCNN logits.
 
 :class:`FaceRecogniserVictim` is differentiable end to end: the chip is sampled from the photo
 with :func:`~jndkit.face.align.extract_chips` at landmarks fixed on the clean photo, so the
 gradient of the 128-D descriptor reaches the photo's own pixels (and only those around the face).
+The two victims of whole-photo protection (:mod:`jndkit.face.protect`) hold every face of a photo:
+:class:`FacesVictim` (all their descriptors, for dodging and impersonation) and
+:class:`FaceHideVictim` (MTCNN face logits minus their thresholds, for hiding).
 :func:`verify_face_photo` is the independent check of a saved file: it decodes the file again,
 detects faces with MTCNN, aligns them and compares each descriptor with a gallery.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,12 @@ from .detect import Face, FaceDetector
 from .dlib_net import DlibFaceNet, load_dlib_face_net
 
 __all__ = [
+    "HIDE_GROW",
+    "HIDE_PAD",
     "SAME_PERSON_DISTANCE",
+    "FaceHideVictim",
     "FaceRecogniserVictim",
+    "FacesVictim",
     "build_gallery",
     "embed_faces",
     "verify_face_photo",
@@ -35,6 +43,12 @@ __all__ = [
 
 #: dlib's decision threshold: two descriptors closer than this are the same person.
 SAME_PERSON_DISTANCE = 0.6
+
+#: Padding entry of :class:`FaceHideVictim` (a logit margin far below any threshold).
+HIDE_PAD = -100.0
+
+#: PNet windows of :class:`FaceHideVictim` come from the face box grown by this fraction per side.
+HIDE_GROW = 0.1
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,6 +59,18 @@ def _default_net() -> DlibFaceNet:
 @functools.lru_cache(maxsize=1)
 def _default_detector() -> FaceDetector:
     return FaceDetector()
+
+
+def _pick(n: int, index: torch.Tensor | slice | Sequence[int] | int) -> list[int]:
+    idx = list(range(n))
+    if isinstance(index, torch.Tensor):
+        flat = index.nonzero().flatten() if index.dtype == torch.bool else index.flatten()
+        return [idx[int(i)] for i in flat]
+    if isinstance(index, slice):
+        return idx[index]
+    if isinstance(index, int):
+        return [idx[index]]
+    return [idx[int(i)] for i in index]
 
 
 class FaceRecogniserVictim(nn.Module):
@@ -96,7 +122,7 @@ class FaceRecogniserVictim(nn.Module):
         net: DlibFaceNet | None = None,
         *,
         dlib_rounding: bool = False,
-    ) -> "FaceRecogniserVictim":
+    ) -> FaceRecogniserVictim:
         """Victim for the most probable face of each photo ``[B,3,H,W]`` (MTCNN landmarks).
 
         Raises:
@@ -115,17 +141,9 @@ class FaceRecogniserVictim(nn.Module):
     def __len__(self) -> int:
         return len(self.details)
 
-    def __getitem__(self, index: torch.Tensor | slice | list[int] | int) -> "FaceRecogniserVictim":
+    def __getitem__(self, index: torch.Tensor | slice | list[int] | int) -> FaceRecogniserVictim:
         """The victim of a sub-batch (same net, the selected photos' geometry)."""
-        idx = list(range(len(self.details)))
-        if isinstance(index, torch.Tensor):
-            picked = [idx[int(i)] for i in (index.nonzero().flatten() if index.dtype == torch.bool else index.flatten())]
-        elif isinstance(index, slice):
-            picked = idx[index]
-        elif isinstance(index, int):
-            picked = [idx[index]]
-        else:
-            picked = [idx[int(i)] for i in index]
+        picked = _pick(len(self.details), index)
         return FaceRecogniserVictim(self.net, [self.details[i] for i in picked], kind=self.kind, dlib_rounding=self.dlib_rounding)
 
     def chips(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +156,137 @@ class FaceRecogniserVictim(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Descriptors ``[B,128]`` (not normalised) of photos ``x`` ``[B,3,H,W]`` in [0,1]."""
         return self.net(self.chips(x))
+
+
+class FacesVictim(nn.Module):
+    """Photos ``[B,3,H,W]`` in [0,1] -> descriptors of all their faces ``[B,F,128]``, differentiable.
+
+    Each photo holds ``F`` face alignments (the same number for every photo of a batch): chips are
+    sampled from the full-resolution photo at fixed geometry (:func:`~jndkit.face.align.extract_chips`)
+    and embedded by dlib's network in one batch. Several alignments of the same face are allowed
+    (the protection adds the alignment a fresh detection finds, so the goal holds for both).
+
+    Args:
+        net: the recogniser (default: dlib's network, loaded once).
+        details: per photo, a list of :class:`~jndkit.face.align.ChipDetails`, or of
+            :class:`~jndkit.face.detect.Face` (MTCNN landmarks).
+        dlib_rounding: emulate dlib's 8-bit truncation inside the alignment (straight-through).
+
+    ``per_sample`` is true: ``victim[idx]`` is the victim of a sub-batch (the engine uses it).
+    """
+
+    per_sample = True
+
+    def __init__(self, net: DlibFaceNet | None, details: Sequence[Sequence[ChipDetails | Face]], *,
+                 dlib_rounding: bool = False) -> None:
+        super().__init__()
+        self.net = net if net is not None else _default_net()
+        rows = [[d if isinstance(d, ChipDetails) else face_chip_details(d.landmarks, "mtcnn") for d in photo]
+                for photo in details]
+        counts = {len(r) for r in rows}
+        if len(counts) > 1 or 0 in counts:
+            raise InputError(f"every photo needs the same number (>= 1) of faces, got {sorted(len(r) for r in rows)}")
+        self.details = rows
+        self.dlib_rounding = dlib_rounding
+
+    @property
+    def faces_per_photo(self) -> int:
+        return len(self.details[0]) if self.details else 0
+
+    def __len__(self) -> int:
+        return len(self.details)
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int] | int) -> FacesVictim:
+        return FacesVictim(self.net, [self.details[i] for i in _pick(len(self.details), index)],
+                           dlib_rounding=self.dlib_rounding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[0] != len(self.details):
+            raise InputError(f"victim holds faces for {len(self.details)} photos, got a batch of shape {list(x.shape)}; "
+                             "use victim[index]")
+        f = self.faces_per_photo
+        if x.shape[0] == 0:
+            return x.new_zeros(0, 0, 128)
+        chips = torch.cat([extract_chips(x[b : b + 1].expand(f, -1, -1, -1), self.details[b],
+                                         dlib_rounding=self.dlib_rounding) for b in range(x.shape[0])])
+        return self.net(chips).view(x.shape[0], f, -1)
+
+
+class FaceHideVictim(nn.Module):
+    """Photos ``[B,3,H,W]`` -> MTCNN face logits minus their thresholds ``[B,M]``, differentiable.
+
+    For each fixed box, the entries are (see :meth:`~jndkit.face.detect.FaceDetector.face_logits`)
+    the logit of **every** PNet window whose centre lies in the box grown by ``grow`` (all pyramid
+    scales), then RNet's and ONet's logit of the box's crop, each minus the logit of MTCNN's
+    threshold for that net (``log(t/(1-t))``: an entry is negative exactly when the net's probability
+    is below its threshold). Logits, not probabilities: a clear face has PNet probability 1.0 in
+    float32, where the softmax's gradient is zero; the logit's is not. Every PNet window is an
+    entry of its own (not their maximum), so that :class:`~jndkit.face.goals.Hide`'s loss pushes all
+    the windows still above the threshold down at once. Photos with fewer entries than the batch's
+    most are padded with :data:`HIDE_PAD`. The goal is :class:`~jndkit.face.goals.Hide`.
+
+    Args:
+        detector: the MTCNN detector (its thresholds define the margins).
+        boxes: ``[N,4]`` boxes ``(x1,y1,x2,y2)`` shared by every photo, or per photo a list of ``[N_b,4]``
+            tensors or of :class:`~jndkit.face.detect.Face`.
+        stages: MTCNN nets to ask (default all three; PNet's pyramid costs about 1 s per megapixel
+            on one CPU core for the forward and backward pass, RNet and ONet a few ms per face).
+        grow: PNet windows are taken from the box grown by this fraction of its side on each side
+            (a window just outside the box can still give a candidate over the face).
+
+    ``per_sample`` is true when boxes are given per photo (then ``victim[idx]`` selects photos).
+    """
+
+    def __init__(self, detector: FaceDetector, boxes: torch.Tensor | Sequence[torch.Tensor | Sequence[Face]],
+                 stages: tuple[str, ...] = ("pnet", "rnet", "onet"), grow: float = HIDE_GROW) -> None:
+        super().__init__()
+        unknown = set(stages) - {"pnet", "rnet", "onet"}
+        if not stages or unknown:
+            raise InputError(f"stages must be a non-empty subset of pnet, rnet, onet, got {stages}")
+        if grow < 0:
+            raise InputError(f"grow must be >= 0, got {grow}")
+        self.detector = detector
+        self.stages = tuple(s for s in ("pnet", "rnet", "onet") if s in stages)
+        self.grow = float(grow)
+        self.per_sample = not isinstance(boxes, torch.Tensor)
+        if isinstance(boxes, torch.Tensor):
+            self.boxes: list[torch.Tensor] | torch.Tensor = self._as_boxes(boxes)
+        else:
+            self.boxes = [self._as_boxes(b) for b in boxes]
+
+    @staticmethod
+    def _as_boxes(b: torch.Tensor | Sequence[Face]) -> torch.Tensor:
+        t = (torch.tensor([f.box for f in b], dtype=torch.float64) if not isinstance(b, torch.Tensor)
+             else b.detach().to("cpu", torch.float64))
+        t = t.reshape(-1, 4)
+        if t.shape[0] == 0:
+            raise InputError("FaceHideVictim needs at least one box per photo")
+        return t
+
+    def __len__(self) -> int:
+        return len(self.boxes) if isinstance(self.boxes, list) else 1
+
+    def __getitem__(self, index: torch.Tensor | slice | Sequence[int] | int) -> FaceHideVictim:
+        if not isinstance(self.boxes, list):
+            return self
+        return FaceHideVictim(self.detector, [self.boxes[i] for i in _pick(len(self.boxes), index)], self.stages,
+                              self.grow)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise InputError(f"x must have shape [B,3,H,W], got {list(x.shape)}")
+        if isinstance(self.boxes, list) and len(self.boxes) != x.shape[0]:
+            raise InputError(f"victim holds boxes for {len(self.boxes)} photos, got a batch of {x.shape[0]}; "
+                             "use victim[index]")
+        rows = []
+        for b in range(x.shape[0]):
+            boxes = self.boxes[b] if isinstance(self.boxes, list) else self.boxes
+            logits = self.detector.face_logits(x[b : b + 1], boxes, stages=self.stages, grow=self.grow)
+            rows.append(torch.cat(logits.margins(self.stages)))
+        if not rows:
+            return x.new_zeros(0, 0)
+        width = max(r.numel() for r in rows)
+        return torch.stack([torch.cat([r, r.new_full((width - r.numel(),), HIDE_PAD)]) for r in rows])
 
 
 def embed_faces(
