@@ -103,22 +103,20 @@ def _to_rgb_float(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         mode = "RGB"
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit integer) greyscale: scale by the type's maximum.
-        arr = np.asarray(img).astype(np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        grey = np.round(np.clip(arr / top, 0.0, 1.0) * 255.0) / 255.0  # round(v*255/65535), not v >> 8
-        return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32), alpha
+        ints = np.asarray(img).astype(np.float64)
+        top = 65535.0 if mode.startswith("I;16") or ints.max() > 255 else 255.0
+        int_levels = np.round(np.clip(ints / top, 0.0, 1.0) * 255.0)  # round(v*255/65535), not v >> 8
+        return np.repeat(int_levels[:, :, None] / 255.0, 3, axis=2).astype(np.float32), alpha
     if mode == "F":
-        grey = np.clip(np.asarray(img).astype(np.float64), 0.0, 1.0 if np.asarray(img).max() <= 1 else 255.0)
-        if grey.max() > 1:
-            grey = grey / 255.0
-        grey = np.round(grey * 255.0) / 255.0
-        return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32), alpha
+        values = np.asarray(img).astype(np.float64)
+        scale = 255.0 if values.max() <= 1 else 1.0  # floats in [0,1], or already grey levels
+        levels = np.round(np.clip(values * scale, 0.0, 255.0))
+        return np.repeat(levels[:, :, None] / 255.0, 3, axis=2).astype(np.float32), alpha
     if mode in ("RGB;16", "RGB;16B"):  # pragma: no cover - Pillow rarely exposes these
         img = img.convert("RGB")
     if mode != "RGB":
         img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-    arr = np.asarray(img).astype(np.float32) / 255.0
-    return arr, alpha
+    return np.asarray(img).astype(np.float32) / 255.0, alpha
 
 
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
@@ -152,20 +150,24 @@ def _read_16bit_rgb(data: bytes, fmt: str | None) -> np.ndarray | None:
         # IHDR: bit depth at byte 24, colour type at 25 (2 = RGB, 6 = RGBA)
         if len(data) < 26 or data[24] != 16 or data[25] not in (2, 6):
             return None
-        try:
-            with warnings.catch_warnings():  # torchvision 0.29 announces the move of its codecs to torchcodec
-                warnings.simplefilter("ignore", DeprecationWarning)
+        # torchvision 0.29 warns at each call that its codecs move to torchcodec; while they are
+        # there they are the one 16-bit PNG decoder among our dependencies.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
                 from torchvision.io import ImageReadMode, decode_png
-        except ImportError:  # pragma: no cover - a torchvision without image codecs: Pillow's 8 bits
-            return None
-        t = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+
+                raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                t = decode_png(raw, mode=ImageReadMode.UNCHANGED)
+            except (ImportError, RuntimeError):  # pragma: no cover - no codecs: Pillow's 8 bits
+                return None
         return t.permute(1, 2, 0).numpy().astype(np.uint16)
     if fmt == "TIFF":
         try:
             import tifffile
 
             arr = tifffile.imread(io.BytesIO(data))
-        except Exception:
+        except (OSError, ValueError, KeyError):  # TiffFileError is a ValueError
             return None
         if arr.dtype == np.uint16 and arr.ndim == 3 and arr.shape[2] in (3, 4):
             return arr
@@ -230,19 +232,20 @@ def load_image(path: str | os.PathLike[str]) -> LoadedImage:
             mode = im.mode
             orientation = int(im.getexif().get(0x0112, 1) or 1)
             deep = _read_16bit_rgb(data, fmt) if mode in ("RGB", "RGBA") else None
+            converted = None
             if mode == "CMYK" and icc:
                 converted = _cmyk_to_srgb(im, icc)
                 notes.append(
                     "CMYK converted to sRGB with its ICC profile" if converted is not None
                     else "CMYK ICC profile unusable: plain CMYK to RGB conversion"
                 )
-                if converted is not None:
-                    converted.info["exif"] = im.info.get("exif", b"")
-                    im = converted
                 icc = None  # a CMYK profile never travels into an RGB file
+            pic: Image.Image = im
+            if mode == "CMYK" and converted is not None:
+                converted.info["exif"] = im.info.get("exif", b"")
+                pic = converted
             if deep is None:
-                im = ImageOps.exif_transpose(im)
-                rgb, alpha = _to_rgb_float(im)
+                rgb, alpha = _to_rgb_float(ImageOps.exif_transpose(pic))
     except ImageError:
         raise
     except UnidentifiedImageError:

@@ -76,7 +76,7 @@ _NOT_ARRAY = object()
 def _array_tolist(obj: Any) -> Any:
     """``obj.tolist()`` / ``obj.item()`` for NumPy and torch values, else :data:`_NOT_ARRAY`."""
     module = type(obj).__module__
-    if module.startswith("numpy") or module.startswith("torch"):
+    if module.startswith(("numpy", "torch")):
         if hasattr(obj, "detach"):
             obj = obj.detach().cpu()
         if hasattr(obj, "tolist"):

@@ -49,6 +49,7 @@ References
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -210,8 +211,8 @@ def _bounds(n: int, tile: int) -> list[int]:
 def _tiles(h: int, w: int, tile: int) -> Iterator[tuple[int, int, int, int]]:
     """Core tiles ``(r0, r1, c0, c1)`` covering an ``h x w`` image."""
     rows, cols = _bounds(h, tile), _bounds(w, tile)
-    for r0, r1 in zip(rows[:-1], rows[1:]):
-        for c0, c1 in zip(cols[:-1], cols[1:]):
+    for r0, r1 in itertools.pairwise(rows):
+        for c0, c1 in itertools.pairwise(cols):
             yield r0, r1, c0, c1
 
 

@@ -1,15 +1,13 @@
-import numpy as np
-import pytest
-import torch
-from PIL import Image
-
 import io
 import os
 import stat
 import struct
 import zlib
 
-from PIL import ImageCms, ImageOps, features
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms, ImageOps, features
 
 from jndkit import images as I
 from jndkit.errors import ImageError, OutputError
@@ -285,7 +283,7 @@ class TestFormats:
 
 
 def _s15(v: float) -> bytes:
-    return struct.pack(">i", int(round(v * 65536)))
+    return struct.pack(">i", round(v * 65536))
 
 
 def _cmyk_profile() -> bytes:
@@ -304,7 +302,7 @@ def _cmyk_profile() -> bytes:
             for y in (0, 1):
                 for k in (0, 1):
                     rgb = np.array([(1 - m) * (1 - k), (1 - y) * (1 - k), (1 - c) * (1 - k)], float)
-                    clut += [min(65535, int(round(v * 32768))) for v in m_srgb @ rgb]
+                    clut += [min(65535, round(float(v) * 32768)) for v in m_srgb @ rgb]
     lut = b"mft2" + b"\0" * 4 + bytes([4, 3, 2, 0]) + b"".join(_s15(v) for v in (1, 0, 0, 0, 1, 0, 0, 0, 1))
     lut += struct.pack(">HH", 2, 2) + struct.pack(">8H", *([0, 65535] * 4))
     lut += struct.pack(f">{len(clut)}H", *clut) + struct.pack(">6H", *([0, 65535] * 3))
