@@ -154,12 +154,6 @@ def _is_large(x0: Tensor, x: Tensor) -> bool:
     return x.shape[0] * x.shape[-2] * x.shape[-1] > FULL_MAX_PIXELS and not (x.requires_grad or x0.requires_grad)
 
 
-def _prepare(x0: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a (reference, distorted) pair and return both as ``float64``."""
-    _validate(x0, x)
-    return x0.to(torch.float64), x.to(torch.float64)
-
-
 def _prepare_jnd(jnd: Tensor, x0: Tensor, convert: bool = True) -> Tensor:
     if isinstance(jnd, Tensor):
         check_same_shape(jnd, x0, ("jnd", "x0"))
