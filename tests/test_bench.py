@@ -56,9 +56,9 @@ def tinies():
 
 
 def _config(**kw) -> BenchConfig:
-    base = dict(models=["tinyA", "tinyB"], methods=resolve_methods("fgsm,bim"), n=4, batch_size=3, max_iter=40,
-                threshold_goals=("margin:0.25",), threshold_methods=[("bim", "default")], threshold_n=2,
-                figure_methods=[("levels", "default")], figure_images=1, figure_iters=6)
+    base = {"models": ["tinyA", "tinyB"], "methods": resolve_methods("fgsm,bim"), "n": 4, "batch_size": 3,
+            "max_iter": 40, "threshold_goals": ("margin:0.25",), "threshold_methods": [("bim", "default")],
+            "threshold_n": 2, "figure_methods": [("levels", "default")], "figure_images": 1, "figure_iters": 6}
     base.update(kw)
     return BenchConfig(**base)
 
@@ -134,7 +134,7 @@ def test_saved_success_in_the_csv_agrees_with_rejudging_the_files(tiny_run, tini
     rows = read_csv(out / "results.csv")
     for model, victim in tinies.items():
         x0, _, names = evaluation_set(victim, 4)
-        clean = dict(zip(names, x0))
+        clean = dict(zip(names, x0, strict=True))
         for r in (r for r in rows if r.model == model):
             saved = load_image(r.path).rgb
             ok, adv, _ = judge_saved(victim, r.goal, 0.05, clean[r.image], saved)
@@ -188,7 +188,7 @@ def test_markdown_means_equal_the_csv_means(tiny_run):
 def test_transfer_diagonal_equals_per_model_success(tiny_run):
     out, result = tiny_run
     assert result.transfer
-    for (method, preset, goal, robust), m in result.transfer.items():
+    for (method, _preset, _goal, _robust), m in result.transfer.items():
         for model in ("tinyA", "tinyB"):
             rs = [r for r in result.rows if r.model == model and r.method == method]
             assert m[(model, model)] == pytest.approx(sum(r.success for r in rs) / len(rs))
@@ -209,11 +209,11 @@ def test_confidence_figure_and_curves(tiny_run):
         # levels changes one 8-bit level per step: 6 steps leave the tiny victims' answer (log-ratio of the
         # top wrong and true probabilities <= kappa all along, measured -1.5 -> -1.4), so no JND image yet
         assert c["K"] is None
-        assert max(np.log(w) - np.log(t) for w, t in zip(c["wrong"], c["true"])) <= 0.05
+        assert max(np.log(w) - np.log(t) for w, t in zip(c["wrong"], c["true"], strict=True)) <= 0.05
 
 
 @pytest.mark.parametrize(("model", "seed"), [("tinyA", 0), ("tinyB", 1)])
-def test_confidence_curve_K_is_the_attack_first_saved_success(model, seed):
+def test_confidence_curve_k_is_the_attack_first_saved_success(model, seed):
     """K of the curve (the method run past its success) equals K of run_attack stopping at it, and the
     first iteration whose log(p_wrong / p_true) exceeds kappa (the untargeted margin on the logits)."""
     from jndkit.attacks import get_method, run_attack
@@ -286,7 +286,8 @@ def test_cli_bench_quick_on_tiny_victims(tmp_path, tinies, monkeypatch):
     text = (out / "tables.md").read_text()
     assert "seed 000 Table 3" in text and "Transfer" in text and "tinyA" in text
     thr = read_csv(out / "thresholds.csv")
-    assert {r.goal for r in thr} == {"margin:0.25", "margin:0.6"} and len(thr) == 2 * 2 * 2  # bim only (fgsm is one step); --quick: 2 images
+    # bim only (fgsm is one step); --quick: 2 images
+    assert {r.goal for r in thr} == {"margin:0.25", "margin:0.6"} and len(thr) == 2 * 2 * 2
 
 
 @pytest.mark.slow
@@ -334,7 +335,7 @@ def test_per_method_image_caps():
 
     assert parse_method_images("mnd=8, hvs=4,") == {"mnd": 8, "hvs": 4}
     for bad in ("mnd", "mnd=x", "nosuch=3"):
-        with pytest.raises(InputError, match="METHOD=N|unknown method"):
+        with pytest.raises(InputError, match=r"METHOD=N|unknown method"):
             parse_method_images(bad)
     cfg = BenchConfig(models=["m"], methods=[("levels", "default"), ("mnd", "default")], n=32,
                       threshold_goals=("margin:0.25",), threshold_methods=[("mnd", "default")], threshold_n=16,

@@ -18,6 +18,7 @@ from jndkit.machine_jnd import (
     bounded_perturbation,
     cam,
     cifar10_images,
+    equal_energy_noise,
     evaluate_jnd,
     folder_images,
     grad_cam,
@@ -36,9 +37,7 @@ from jndkit.machine_jnd import (
     shipped_crops,
     split_holdout,
     train_jnd_net,
-    equal_energy_noise,
 )
-
 
 PHOTOS = ("skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:rocket")
 
@@ -125,7 +124,8 @@ def test_loss2_hand_values() -> None:
     want = math.log((n * n + n0 * n0 + 1e-10) / (2 * n * n0 + 1e-10))
     assert float(loss2_magnitude(c2, e2)) == pytest.approx(want, rel=1e-6)
     # e = 0: the q constant keeps it finite, ln((N^2 + q)/q)
-    assert float(loss2_magnitude(c, torch.zeros(1, 3, 2, 2))) == pytest.approx(math.log((0.25 + 1e-10) / 1e-10), rel=1e-5)
+    want0 = math.log((0.25 + 1e-10) / 1e-10)
+    assert float(loss2_magnitude(c, torch.zeros(1, 3, 2, 2))) == pytest.approx(want0, rel=1e-5)
     # per-image values, batch mean last
     both = loss2_magnitude(torch.cat([c, c2]), torch.cat([e, e2]), reduction="none")
     assert both.tolist() == pytest.approx([math.log(1.25), want], rel=1e-5)
@@ -308,7 +308,7 @@ def test_paper_and_cpu_configs() -> None:
 
 def test_net_shapes_any_size_and_determinism() -> None:
     a, b = make_jnd_net(width=4, seed=1), make_jnd_net(width=4, seed=1)
-    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     a.eval()
     x = torch.rand(2, 3, 37, 50, generator=torch.Generator().manual_seed(0))
     c = torch.rand(2, 1, 37, 50)

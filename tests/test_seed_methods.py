@@ -152,7 +152,7 @@ def test_cv_prepares_the_colour_variance_bound_and_names_its_goals() -> None:
 # ---------------------------------------------------------------------------------- success on the saved image
 def test_mnd_default_fools_mobilenet_on_the_saved_image(mobilenet, tmp_path: Path) -> None:
     x0 = _photo("coffee")  # K = 13 at lr = 1e-3 (chelsea needs 20)
-    res, back = _attack_and_recheck(get_method("mnd"), mobilenet, Untargeted(), x0, tmp_path)
+    _, back = _attack_and_recheck(get_method("mnd"), mobilenet, Untargeted(), x0, tmp_path)
     assert _psnr(back, x0) > 50.0
 
 
@@ -180,7 +180,7 @@ def test_hvs_retries_lower_beta_until_success(mobilenet) -> None:
 def test_cv_default_fools_mobilenet_within_the_bound(mobilenet, tmp_path: Path) -> None:
     x0 = _photo()
     m = get_method("cv")
-    res, back = _attack_and_recheck(m, mobilenet, parse_goal(recommended_goal("cv")), x0, tmp_path)
+    _, back = _attack_and_recheck(m, mobilenet, parse_goal(recommended_goal("cv")), x0, tmp_path)
     bound = colour_variance_bound(x0, n=5, s=1.0, T=50.0)
     # clip to +-pT then round to 1/255: at most half a level beyond the bound
     assert bool(((back - x0).abs() <= bound + 0.5 * LEVEL + 1e-6).all())
@@ -198,7 +198,7 @@ def test_cv_top5_fools_mobilenet_on_the_saved_image(mobilenet, tmp_path: Path) -
 def test_mnd_least_likely_targeted_on_the_saved_image(mobilenet, tmp_path: Path) -> None:
     x0 = _photo()
     m = get_method("mnd", "default-targeted")
-    res, back = _attack_and_recheck(m, mobilenet, LeastLikely(), x0, tmp_path)
+    _, back = _attack_and_recheck(m, mobilenet, LeastLikely(), x0, tmp_path)
     with torch.no_grad():
         target = mobilenet(x0).argmin(dim=1)
         assert int(mobilenet(back).argmax(dim=1)) == int(target)
