@@ -253,11 +253,12 @@ def _rotated_corners(r: _Rect, angle: float) -> np.ndarray:
     ca, sa = math.cos(angle), math.sin(angle)
     rot = np.array([[ca, -sa], [sa, ca]])
     corners = np.array([[left, top], [right, top], [left, bottom], [right, bottom]])
-    return (corners - centre) @ rot.T + centre
+    out: np.ndarray = (corners - centre) @ rot.T + centre
+    return out
 
 
 def _lround(v: float) -> int:
-    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+    return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
 
 
 def _pyramid_down(x: torch.Tensor, dlib_rounding: bool) -> torch.Tensor:
@@ -295,7 +296,8 @@ def _sample(
     grid = torch.stack([gx, gy], dim=-1)[None].to(device=dev, dtype=dt)
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     out = _floor_ste(out) if dlib_rounding else out - 0.5
-    return out * valid.to(device=dev, dtype=dt)
+    masked: torch.Tensor = out * valid.to(device=dev, dtype=dt)
+    return masked
 
 
 def _extract_one(image: torch.Tensor, d: ChipDetails, dlib_rounding: bool) -> torch.Tensor:

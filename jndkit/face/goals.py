@@ -117,7 +117,8 @@ def _nearest(emb: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """``[B,F]`` distance of each face ``emb`` ``[B,F,D]`` to the nearest of its references ``[B,F,K,D]``."""
     if ref.shape[:2] != emb.shape[:2]:
         raise InputError(f"outputs hold {list(emb.shape[:2])} (samples, faces), the goal {list(ref.shape[:2])}")
-    return torch.linalg.vector_norm(emb[:, :, None] - ref, dim=-1).amin(dim=-1)
+    d: torch.Tensor = torch.linalg.vector_norm(emb[:, :, None] - ref, dim=-1)
+    return d.amin(dim=-1)
 
 
 @dataclass

@@ -52,7 +52,8 @@ def _adversarial_or_goal_loss(ctx: Any) -> torch.Tensor:
     """Seed 001's adversarial loss on a class goal; the goal's own loss on any other goal."""
     n = ctx.outputs.shape[1] if ctx.outputs.ndim >= 2 else 0
     if ctx.goal.weights(n) is None:
-        return ctx.goal.loss(ctx.outputs)
+        loss: torch.Tensor = ctx.goal.loss(ctx.outputs)
+        return loss
     return losses.term_mnd_adversarial(ctx)
 
 

@@ -99,7 +99,8 @@ class FaceRecord:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (non-finite numbers become ``None``)."""
-        return _finite(asdict(self))
+        out: dict[str, Any] = _finite(asdict(self))
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> FaceRecord:

@@ -155,7 +155,8 @@ class FaceRecogniserVictim(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Descriptors ``[B,128]`` (not normalised) of photos ``x`` ``[B,3,H,W]`` in [0,1]."""
-        return self.net(self.chips(x))
+        out: torch.Tensor = self.net(self.chips(x))
+        return out
 
 
 class FacesVictim(nn.Module):
@@ -209,7 +210,8 @@ class FacesVictim(nn.Module):
             return x.new_zeros(0, 0, 128)
         chips = torch.cat([extract_chips(x[b : b + 1].expand(f, -1, -1, -1), self.details[b],
                                          dlib_rounding=self.dlib_rounding) for b in range(x.shape[0])])
-        return self.net(chips).view(x.shape[0], f, -1)
+        out: torch.Tensor = self.net(chips)
+        return out.view(x.shape[0], f, -1)
 
 
 class FaceHideVictim(nn.Module):
@@ -302,7 +304,8 @@ def embed_faces(
     details = [face_chip_details(f.landmarks, "mtcnn") for f in faces]
     with torch.no_grad():
         chips = extract_chips(image[None].expand(len(faces), -1, -1, -1), details, dlib_rounding=dlib_rounding)
-        return net(chips)
+        out: torch.Tensor = net(chips)
+        return out
 
 
 def _load(path_or_tensor: str | os.PathLike[str] | torch.Tensor) -> torch.Tensor:
