@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import InputError, WeightsNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from facenet_pytorch import MTCNN  # type: ignore[import-untyped]
+    from facenet_pytorch import MTCNN
 
 __all__ = ["Face", "FaceDetector", "FaceLogits", "FaceProbabilities", "logit_threshold"]
 
@@ -256,7 +256,7 @@ class FaceDetector:
         float64; empty when a stage is not reached). A face is found only if ONet accepts one of the
         ``onet`` boxes, so hiding it means pushing ONet's logit below its threshold on all of them.
         """
-        import facenet_pytorch.models.utils.detect_face as stock  # type: ignore[import-untyped]
+        import facenet_pytorch.models.utils.detect_face as stock
 
         seen: list[torch.Tensor] = []
         original = stock.pad
