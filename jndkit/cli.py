@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,33 +32,54 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def protect(
-    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos (folders are searched recursively)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing)."),
-    model: str = typer.Option("mobilenet_v2", "--model", help="Victim model (see `jndkit models`)."),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help="Victim: a model, a comma list or a panel (default: imagenet = every "
+                                             "offline ImageNet classifier; see `jndkit models`)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weight file for torchvision:/timm: models."),
     method: Optional[str] = typer.Option(None, "--method",
-                                         help="Attack method (see `jndkit methods`); default: levels for classify, "
-                                              "ddn for face (best dodging quality measured, docs/face.md)."),
+                                         help="Attack method (see `jndkit methods`); default: shield for classify "
+                                              "(levels with --research), ddn for face."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
     task: str = typer.Option("classify", "--task", help="classify (image classifier) | face (face recognition)."),
     goal: Optional[str] = typer.Option(None, "--goal",
-                                       help="classify: untargeted (default) | untargeted:CLASS | targeted:CLASS | "
+                                       help="classify: privacy (default: clean class out of every model's top-5) | "
+                                            "untargeted (default with --research) | untargeted:CLASS | targeted:CLASS | "
                                             "least-likely | top5 | margin:C | relative:G;  "
                                             "face: dodge (default) | impersonate:NAME | hide"),
     gallery: Optional[Path] = typer.Option(None, "--gallery",
                                            help="face: folder of known people (one sub-folder or photo each)."),
-    kappa: float = typer.Option(0.05, "--kappa", help="Success margin in logits (> 0 keeps the answer stable)."),
+    strength: Optional[str] = typer.Option(None, "--strength",
+                                           help="invisible (default, 1x the human JND) | subtle (1.5x) | strong (2.5x) "
+                                                "| a number: the perturbation budget of the protective method."),
+    jnd: Optional[str] = typer.Option(None, "--jnd", help="Human JND map of the budget: namm (default) | chou | "
+                                                          "namm-colour | wu | colour-variance."),
+    upload: Optional[str] = typer.Option(None, "--upload",
+                                         help="Upload suite the protection must survive, checked with the real "
+                                              "transforms on the saved file: social (default) | none | jpeg90 | a "
+                                              "comma list such as jpeg85,x0.75+jpeg85."),
+    research: bool = typer.Option(False, "--research",
+                                  help="The papers' setting: mobilenet_v2, levels, untargeted, --upload none "
+                                       "(least change that fools one known model on the untouched file)."),
+    kappa: Optional[float] = typer.Option(None, "--kappa", help="Success margin in logits (default 0.05)."),
     max_iter: Optional[int] = typer.Option(None, "--max-iter", help="Iteration budget (default: the method's)."),
     fmt: str = typer.Option("png", "--format", help="png | jpg | webp | same"),
     quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality (success is checked after encoding)."),
     robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: must also survive re-encoding."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same input: same output)."),
     resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
-    html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write OUT.report/report.html (beside the output folder: it shows the originals)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
     """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files)."""
     if task == "face":
+        given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
+                 "--research": research or None, "--no-html": None if html else True}
+        bad = [k for k, v in given.items() if v is not None]
+        if bad:
+            _fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task face "
+                  "(face protection uses MTCNN and dlib's recogniser and writes report.json only)")
         _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt, quality, robust,
                        resume, kappa, as_json)
         return
@@ -65,13 +87,14 @@ def protect(
         _fail(f"--task must be classify or face, got {task!r}")
     if gallery is not None:
         _fail("--gallery is for --task face")
-    goal = goal or "untargeted"
-    method = method or "levels"
     from .protect import ProtectConfig, Protector, protect_paths, summarise
 
-    config = ProtectConfig(model=model, weights=str(weights) if weights else None, method=method, preset=preset,
-                           goal=goal, kappa=kappa, max_iter=max_iter, format=fmt, quality=quality, robust=robust,
-                           seed=seed)
+    base = ProtectConfig.research() if research else ProtectConfig()
+    changes: dict[str, Any] = {k: v for k, v in {
+        "model": model, "method": method, "goal": goal, "upload": upload, "strength": strength, "jnd": jnd,
+        "kappa": kappa}.items() if v is not None}
+    config = dataclasses.replace(base, weights=str(weights) if weights else None, preset=preset, max_iter=max_iter,
+                                 format=fmt, quality=quality, robust=robust, seed=seed, **changes)
     try:
         config.validate()
         protector = Protector(config)
@@ -103,16 +126,19 @@ def protect(
         from .report import write_html_report
 
         try:
-            write_html_report(Path(output), records)
+            page = write_html_report(Path(output), records)
+            if not as_json:
+                err.print(f"report page: {page}", highlight=False)
         except (OSError, JndkitError) as e:  # the photos and report.json are written; say so and go on
             err.print(f"[yellow]warning:[/yellow] report.html not written: {e}", highlight=False)
     summary = summarise(records)
     if as_json:
+        from .jsonio import dumps
         from .protect import report_dict
 
-        out.print_json(json.dumps(report_dict(config, records), default=str))
+        out.print_json(dumps(report_dict(config, records)))
     line = (f"{summary['protected']}/{summary['images']} protected"
-            + (f", {summary['failed']} not fooled" if summary["failed"] else "")
+            + (f", {summary['failed']} not protected (nothing written)" if summary["failed"] else "")
             + (f", {summary['errors']} errors" if summary["errors"] else "")
             + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
             + (f"; mean PSNR {summary['mean_psnr']:.1f} dB, SSIM {summary['mean_ssim']:.4f}" if summary["mean_psnr"]
@@ -125,7 +151,7 @@ def protect(
 
 def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional[Path], method: str,
                    preset: Optional[str], max_iter: Optional[int], seed: int, fmt: str, quality: int, robust: str,
-                   resume: bool, kappa: float, as_json: bool) -> None:
+                   resume: bool, kappa: Optional[float], as_json: bool) -> None:
     """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`)."""
     from .face.protect import protect_face_paths, summarise
 
@@ -146,7 +172,7 @@ def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional
 
             for rec in protect_face_paths(paths, output, goal=goal, gallery=gallery, method=method, preset=preset,
                                           max_iter=max_iter, seed=seed, fmt=fmt, quality=quality, robust=robust,
-                                          progress=on_progress, resume=resume, on_start=on_start):
+                                          progress=on_progress, resume=resume, on_start=on_start, kappa=kappa):
                 records.append(rec)
                 if not as_json:
                     _print_face_record(rec)
@@ -192,9 +218,50 @@ def _print_record(rec: Any) -> None:
         before = rec.clean_top5[0][0] if rec.clean_top5 else "?"
         after = rec.protected_top5[0][0] if rec.protected_top5 else "?"
         mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
-        err.print(f"{mark} {name}: {before} → {after}  PSNR {rec.psnr:.1f} dB  SSIM {rec.ssim:.4f}  "
-                  f"K={rec.iterations}  {rec.seconds:.1f}s" + ("" if rec.status == "protected" else f"  ({rec.error})"),
-                  highlight=False)
+        psnr = "unchanged" if rec.psnr is None else f"{rec.psnr:.1f} dB"
+        err.print(f"{mark} {name}: {before} → {after}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
+                  + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
+                  + f"K={rec.iterations}  {rec.seconds:.1f}s"
+                  + (f"  {rec.protection}" if rec.protection else "")
+                  + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
+
+
+@app.command()
+def verify(
+    original: Path = typer.Argument(..., help="The original photo."),
+    protected: Path = typer.Argument(..., help="Its protected copy (jndkit's or any other tool's)."),
+    model: str = typer.Option("imagenet", "--model", help="Judges: a panel (imagenet) or a comma list of models."),
+    upload: str = typer.Option("social", "--upload", help="Upload suite: social | none | jpeg90 | a comma list."),
+    as_json: bool = typer.Option(False, "--json", help="Print the matrix as JSON on stdout."),
+) -> None:
+    """Judge PROTECTED against ORIGINAL: every model after every upload transform (top-1, top-5, confidence)."""
+    from .verify import load_judges, verify_files
+
+    try:
+        m = verify_files(original, protected, load_judges(model), upload)
+    except JndkitError as e:
+        _fail(str(e), 1)
+    if as_json:
+        from .jsonio import dumps
+
+        out.print_json(dumps(m.to_json()))
+    else:
+        table = Table(title=f"{protected.name}: {m.summary()} ({m.suite})")
+        table.add_column("model")
+        for t in m.transforms:
+            table.add_column(t)
+        for name in m.models:
+            row = [f"{name}\n[dim]clean: {m.cell(name, m.transforms[0]).clean_label}[/dim]"]
+            for t in m.transforms:
+                c = m.cell(name, t)
+                colour = "green" if c.hidden else ("yellow" if c.changed else "red")
+                row.append(f"[{colour}]{c.label} {c.confidence:.2f}[/{colour}]\n"
+                           f"[dim]clean {c.clean_prob:.2f}{' top-5' if c.in_top5 else ''}[/dim]")
+            table.add_row(*row)
+        out.print(table)
+        err.print("green: top-1 changed and the clean class out of the top-5; yellow: top-1 changed only; "
+                  "red: still recognised", highlight=False)
+    raise typer.Exit(0 if all(m.holds(n) for n in m.models) else 1)
 
 
 @app.command()

@@ -266,8 +266,127 @@ class RelativeMargin(Untargeted):
         return f"relative:{self.gap:g}"
 
 
+PRIVACY_MAX_PROB = 0.05
+"""Privacy goal: the clean class keeps at most this probability (besides leaving the top-5).
+
+Why 0.05: out of the top-5 alone can leave the clean class at 0.15 when the answer is spread over
+many classes; at <= 0.05 no member would name the class even as a hedged sixth guess (the
+runner-up of a confident ImageNet answer is typically 0.02-0.1)."""
+
+
+@dataclass
+class Privacy(NotInTopK):
+    """What protection means: the clean class leaves the top-``k`` **and** its probability falls
+    to at most ``max_prob``.
+
+    ``margin = min(kth_{j != y} z_j - z_y, log max_prob - log p_y)`` (logits / log-probabilities:
+    both hold when it is positive; ``kappa`` asks for a little more).
+    Loss: ``log p_y`` plus a hinge that pushes ``z_y`` under the ``k``-th other logit, so the
+    gradient keeps working on the top-``k`` condition once ``p_y`` is small.
+    """
+
+    max_prob: float = PRIVACY_MAX_PROB
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_prob < 1.0:
+            raise InputError(f"privacy probability must be in (0,1), got {self.max_prob}")
+        if self.k < 1:
+            raise InputError(f"privacy needs k >= 1, got {self.k}")
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        topk = super().margin(outputs)
+        logp = outputs.log_softmax(dim=1).gather(1, self.labels.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
+        return torch.minimum(topk, math.log(self.max_prob) - logp)
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        logp = outputs.log_softmax(dim=1).gather(1, self.labels.view(-1, 1)).squeeze(1)  # type: ignore[union-attr]
+        return logp + F.relu(self.kappa - NotInTopK.margin(self, outputs))
+
+    def describe(self) -> str:
+        return f"privacy:{self.max_prob:g}"
+
+
+@dataclass
+class PanelGoal(Goal):
+    """A goal over a panel (outputs ``[B,M,C]``): reached only when **every** member reaches it.
+
+    ``inner`` is the per-member goal (unbound); binding binds it on the ``B*M`` member rows, so
+    each member keeps its own clean answer (an untargeted or privacy goal leaves *that member's*
+    clean class). ``margin = min_m margin_m`` (each with the same ``kappa``).
+
+    Loss (``combine``):
+      * ``"mean"``: the mean of the members' losses (a loss ensemble);
+      * ``"focus"`` (default): a weighted mean with weights ``softmax(-margin_m / tau)``
+        (detached): the members not yet fooled get most of the weight, so the step works where
+        the panel still resists instead of pushing further on members already fooled.
+    """
+
+    inner: Any = None
+    combine: str = "focus"
+    tau: float = 1.0
+    members: int = 0
+
+    def __post_init__(self) -> None:
+        if self.combine not in ("mean", "focus"):
+            raise InputError(f"panel loss combine must be mean or focus, got {self.combine!r}")
+
+    def bind(self, clean_outputs: torch.Tensor, victim: Any = None) -> "Goal":
+        if clean_outputs.ndim != 3:
+            raise InputError(f"a panel goal needs outputs [B,M,C], got {list(clean_outputs.shape)}")
+        if self.inner is None:
+            raise InputError("PanelGoal needs an inner goal")
+        b, m, _ = clean_outputs.shape
+        inner = dataclasses.replace(self.inner)
+        for name in ("labels", "target"):  # per-photo labels given by the user: one per member row
+            v = getattr(inner, name, None)
+            if isinstance(v, torch.Tensor) and v.ndim == 1 and v.numel() == b and b > 1:
+                setattr(inner, name, v.repeat_interleave(m))
+        g = dataclasses.replace(self, kappa=self.inner.kappa)
+        g.inner = inner.bind(clean_outputs.detach().flatten(0, 1), victim)
+        g.members = m
+        g.bound = True
+        return g
+
+    def __getitem__(self, index: torch.Tensor) -> "Goal":
+        self._need_bound()
+        idx = torch.as_tensor(index)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().squeeze(1)
+        idx = idx.reshape(-1).long()
+        rows = (idx[:, None] * self.members + torch.arange(self.members, device=idx.device)).reshape(-1)
+        g = dataclasses.replace(self)
+        g.inner = self.inner[rows]
+        g.bound = True
+        return g
+
+    def member_margins(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``[B,M]``: each member's margin."""
+        self._need_bound()
+        b, m, c = outputs.shape
+        return self.inner.margin(outputs.reshape(b * m, c)).view(b, m)  # type: ignore[no-any-return]
+
+    def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.member_margins(outputs).amin(dim=1)
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        self._need_bound()
+        b, m, c = outputs.shape
+        flat = outputs.reshape(b * m, c)
+        per = self.inner.loss(flat).view(b, m)
+        if self.combine == "mean":
+            return per.mean(dim=1)
+        with torch.no_grad():
+            w = (-self.inner.margin(flat).view(b, m) / self.tau).softmax(dim=1)
+        return (w * per).sum(dim=1)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} (every member)"
+
+
 def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
-    """Goal from its CLI spelling: ``untargeted`` (leave the clean prediction), ``untargeted:CLASS``
+    """Goal from its CLI spelling: ``privacy`` / ``privacy:P`` (the protective goal: clean class out
+    of the top-5 with probability <= P, default 0.05), ``untargeted`` (leave the clean prediction), ``untargeted:CLASS``
     (leave a given class), ``targeted:CLASS``, ``least-likely``,
     ``top5`` (or ``topK``), ``margin:C``, ``relative:G``."""
     s = spec.strip().lower()
@@ -290,6 +409,9 @@ def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
             return NotInTopK(kappa=kappa, k=int(s[3:]))
         if s.startswith("margin:"):
             return ConfidenceMargin(kappa=kappa, confidence=float(s.split(":", 1)[1]))
+        if s == "privacy" or s.startswith("privacy:"):
+            p = s.split(":", 1)[1] if ":" in s else ""
+            return Privacy(kappa=kappa, k=5, max_prob=float(p) if p else PRIVACY_MAX_PROB)
         if s.startswith("relative:"):
             return RelativeMargin(kappa=kappa, gap=float(s.split(":", 1)[1]))
     except ValueError as e:
@@ -297,5 +419,5 @@ def parse_goal(spec: str, kappa: float = DEFAULT_KAPPA) -> Goal:
             raise
         raise InputError(f"bad goal {spec!r}: {e}") from None
     raise InputError(
-        f"unknown goal {spec!r}; use untargeted, untargeted:CLASS, targeted:CLASS, least-likely, top5, margin:C or relative:G"
+        f"unknown goal {spec!r}; use privacy, privacy:P, untargeted, untargeted:CLASS, targeted:CLASS, least-likely, top5, margin:C or relative:G"
     )

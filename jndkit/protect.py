@@ -14,6 +14,7 @@ This is the library behind ``jndkit protect``. For each photo:
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -27,7 +28,7 @@ import torch
 from . import __version__
 from .attacks import METHODS, Method, get_method, run_attack
 from .errors import InputError, JndkitError, OutputError
-from .goals import DEFAULT_KAPPA, Goal, parse_goal
+from .goals import DEFAULT_KAPPA, Goal, PanelGoal, parse_goal
 from .images import (
     LoadedImage,
     decode_bytes,
@@ -38,39 +39,94 @@ from .images import (
     quantize,
     save_image,
 )
-from .victims import ClassifierVictim, load_victim
+from .attacks.engine import Transform, robust_margin
+from .attacks.transfer import STRENGTHS, with_jnd_model
+from .perception import JND_MODELS
+from .transforms import UploadSuite, get_suite
+from .victims import ClassifierVictim, PanelVictim, is_panel, load_panel, load_victim
 
-DEFAULT_MODEL = "mobilenet_v2"
-DEFAULT_METHOD = "levels"
+DEFAULT_MODEL = "imagenet"
+DEFAULT_METHOD = "shield"
+DEFAULT_GOAL = "privacy"
+DEFAULT_UPLOAD = "social"
+DEFAULT_STRENGTH = "invisible"
+PROTECTIVE_METHODS = ("shield",)
+"""Methods with a human-JND budget (``strength``, ``jnd``); the others are the research setting."""
+
+RESEARCH = {"model": "mobilenet_v2", "method": "levels", "goal": "untargeted", "upload": "none"}
+"""``--research``: the papers' least-change setting (one known model, first flip, the untouched file)."""
 
 
 @dataclass
 class ProtectConfig:
-    """Everything that decides the output of ``protect`` (same config + seed = same bytes)."""
+    """Everything that decides the output of ``protect`` (same config + seed = same bytes).
+
+    The defaults are the protective mode: a panel of every offline ImageNet classifier
+    (``imagenet``), the ``shield`` method inside the human JND (``strength``), the ``privacy`` goal
+    (clean class out of every member's top-5) decided on the saved file after every transform
+    of the ``social`` upload suite. :data:`RESEARCH` gives the papers' setting.
+    """
 
     model: str = DEFAULT_MODEL
     weights: str | None = None
     method: str = DEFAULT_METHOD
     preset: str | None = None
-    goal: str = "untargeted"
+    goal: str = DEFAULT_GOAL
     kappa: float = DEFAULT_KAPPA
     max_iter: int | None = None
     format: str = "png"
     quality: int = 95
     robust: str = "none"
+    upload: str = DEFAULT_UPLOAD
+    strength: str | None = None
+    jnd: str | None = None
     seed: int = 0
     device: str = "cpu"
+
+    @classmethod
+    def research(cls, **changes: Any) -> "ProtectConfig":
+        """The research setting (:data:`RESEARCH`) with ``changes`` on top."""
+        return cls(**{**RESEARCH, **changes})
+
+    @property
+    def protective(self) -> bool:
+        return self.method in PROTECTIVE_METHODS
+
+    def strength_value(self) -> float | None:
+        """The budget as a multiple of the human JND (``None`` for research methods)."""
+        if not self.protective:
+            return None
+        spec = self.strength or DEFAULT_STRENGTH
+        if spec in STRENGTHS:
+            return STRENGTHS[spec]
+        try:
+            v = float(spec)
+        except ValueError:
+            raise InputError(f"strength must be {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
+        if not 0 < v <= 10:
+            raise InputError(f"strength must be in (0, 10] times the JND, got {spec!r}")
+        return v
 
     def validate(self) -> None:
         if self.format not in ("png", "jpg", "webp", "same"):
             raise InputError(f"format must be png, jpg, webp or same, got {self.format!r}")
         if not 1 <= int(self.quality) <= 100:
             raise InputError(f"quality must be in 1..100, got {self.quality}")
-        if self.max_iter is not None and self.max_iter < 0:
-            raise InputError(f"max_iter must be >= 0, got {self.max_iter}")
+        if self.max_iter is not None and self.max_iter < 1:
+            raise InputError(f"max_iter must be >= 1 (0 iterations would write the photo unprotected), got {self.max_iter}")
         if self.kappa < 0:
             raise InputError(f"kappa must be >= 0, got {self.kappa}")
+        if not self.protective and (self.strength is not None or self.jnd is not None):
+            opt = "--strength" if self.strength is not None else "--jnd"
+            raise InputError(f"{opt} sets the human-JND budget of the protective method ({', '.join(PROTECTIVE_METHODS)}); "
+                             f"method {self.method} has none")
+        if self.weights is not None and is_panel(self.model):
+            raise InputError(f"--weights is for a single model, not the panel {self.model!r}")
         parse_robust(self.robust)
+        get_suite(self.upload)
+        self.strength_value()
+        if self.jnd is not None and self.jnd not in JND_MODELS:
+            raise InputError(f"jnd must be one of {', '.join(JND_MODELS)}, got {self.jnd!r}")
         parse_goal(self.goal, self.kappa)
         get_method(self.method, self.preset)
 
@@ -120,6 +176,14 @@ class ImageRecord:
     l2: float | None = None
     linf: float | None = None
     changed_values: int | None = None
+    ciede2000_mean: float | None = None
+    ciede2000_max: float | None = None
+    above_jnd: float | None = None
+    """Share of pixels whose luma change exceeds the Chou-Li JND of the clean photo (SPECS.md §6)."""
+    protection: str | None = None
+    """``protection holds for m/n models after k/k uploads`` (models of the attack's panel)."""
+    matrix: dict[str, Any] | None = None
+    """:meth:`jndkit.verify.Matrix.to_json`: per model and upload transform, top-1 and top-5."""
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,89 +193,113 @@ class ImageRecord:
 
 
 class Protector:
-    """Protects photos one at a time with one victim, method and goal.
+    """Protects photos one at a time with one victim (a model or a panel), method and goal.
 
-    >>> p = Protector(ProtectConfig(model="mobilenet_v2"))      # doctest: +SKIP
+    >>> p = Protector(ProtectConfig())                           # doctest: +SKIP
     >>> record = p.protect_file(Path("photo.jpg"), Path("out"))  # doctest: +SKIP
     """
 
-    def __init__(self, config: ProtectConfig | None = None, victim: ClassifierVictim | None = None) -> None:
+    def __init__(self, config: ProtectConfig | None = None,
+                 victim: ClassifierVictim | PanelVictim | None = None) -> None:
         self.config = config or ProtectConfig()
         self.config.validate()
-        self.victim = victim if victim is not None else load_victim(self.config.model, self.config.weights,
-                                                                     self.config.device)
-        self.method = get_method(self.config.method, self.config.preset)
-        self.robust = parse_robust(self.config.robust)
+        c = self.config
+        if victim is not None:
+            self.victim: ClassifierVictim | PanelVictim = victim
+        elif is_panel(c.model) or c.protective:
+            self.victim = load_panel(c.model, c.device)
+        else:
+            self.victim = load_victim(c.model, c.weights, c.device)
+        self.suite: UploadSuite = get_suite(c.upload)
+        self.robust = parse_robust(c.robust)
+        strength = c.strength_value()
+        overrides: dict[str, float] = {} if strength is None else {"strength": strength}
+        self.method = get_method(c.method, c.preset, **overrides)
+        if c.jnd is not None:
+            self.method = with_jnd_model(self.method, c.jnd)
         # One level per value (levels' default) does not survive JPEG/WebP: when the output is
-        # lossy or a robust re-encoding is asked, a method's lossy preset (levels: `fast`, two
-        # levels) is used unless the user chose a preset.
-        spec = METHODS[self.config.method]
-        self.lossy_method = (get_method(self.config.method, spec.lossy_preset)
-                             if self.config.preset is None and spec.lossy_preset else self.method)
+        # lossy or a robust re-encoding / upload suite is asked, a method's lossy preset (levels:
+        # `fast`, two levels) is used unless the user chose a preset.
+        spec = METHODS[c.method]
+        self.lossy_method = (get_method(c.method, spec.lossy_preset, **overrides)
+                             if c.preset is None and spec.lossy_preset else self.method)
+
+    @property
+    def members(self) -> dict[str, torch.nn.Module]:
+        """The models the attack uses, by name."""
+        if isinstance(self.victim, PanelVictim):
+            return {m.name: m for m in self.victim.members}  # type: ignore[union-attr,misc]
+        return {self.victim.name: self.victim}
 
     def method_for(self, out_fmt: str) -> Method:
         """The method used for an output format (see ``lossy_method``)."""
-        lossy = out_fmt in ("jpg", "jpeg", "webp") or self.robust is not None
+        lossy = out_fmt in ("jpg", "jpeg", "webp") or self.robust is not None or bool(self.suite.transforms)
         return self.lossy_method if lossy else self.method
 
     def goal(self) -> Goal:
-        return parse_goal(self.config.goal, self.config.kappa)
+        g = parse_goal(self.config.goal, self.config.kappa)
+        return PanelGoal(inner=g) if isinstance(self.victim, PanelVictim) else g
 
-    def _check_transform(self, out_fmt: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """What success must survive: the lossy output format itself, and/or the robust re-encoding."""
-        steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        if out_fmt in ("jpg", "jpeg", "webp"):
-            steps.append(reencode(out_fmt, self.config.quality))
+    def checks(self, out_fmt: str, height: int, width: int) -> list[Transform]:
+        """What success must survive, each on its own: the upload suite's real transforms (those
+        that apply at this size) and the robust re-encoding, each applied to the *saved* image (so
+        after the output format's own encoding when it is lossy); with a lossy output and no other
+        check, the encoding itself."""
+        save: Transform | None = reencode(out_fmt, self.config.quality) if out_fmt in ("jpg", "jpeg", "webp") else None
+        steps: list[Transform] = [t.apply for t in self.suite.for_size(height, width)]
         if self.robust is not None:
             steps.append(reencode(*self.robust))
+        if save is None:
+            return steps
         if not steps:
-            return None
-        if len(steps) == 1:
-            return steps[0]
+            return [save]
 
-        def both(x: torch.Tensor) -> torch.Tensor:
-            # the saved lossy image, then its robust re-encoding: checking the latter implies
-            # both hold only approximately, so the engine checks the composition
-            for s in steps:
-                x = s(x)
-            return x
+        def after_save(t: Transform) -> Transform:
+            return lambda x: t(save(x))
 
-        return both
+        return [after_save(t) for t in steps]
 
     def protect_tensor(self, x: torch.Tensor, out_fmt: str = "png",
                        progress: Callable[[int, int, dict[str, Any]], None] | None = None):  # type: ignore[no-untyped-def]
         """Attack one image ``[3,H,W]``; returns the engine's :class:`~jndkit.attacks.AttackResult`."""
         x0 = quantize(x.to(self.config.device))[None]
         return run_attack(self.method_for(out_fmt), self.victim, self.goal(), x0, max_iter=self.config.max_iter,
-                          seed=self.config.seed, robust=self._check_transform(out_fmt), progress=progress)
+                          seed=self.config.seed, robust=self.checks(out_fmt, x.shape[-2], x.shape[-1]),
+                          progress=progress)
 
     @torch.no_grad()
     def verify(self, clean: torch.Tensor, saved_path: Path) -> tuple[bool, float, list[tuple[str, float]], bool | None]:
-        """Re-read ``saved_path`` and judge it at batch 1 against the goal bound to ``clean``.
+        """Re-read ``saved_path`` and judge it at batch 1 against the goal bound to ``clean``,
+        on the file itself and after each upload transform / robust re-encoding (the engine's own
+        :func:`~jndkit.attacks.engine.robust_margin`, run from scratch on the re-read file).
 
-        Returns (success, margin, protected top-5, robust success or None).
+        Returns (success on the file, margin over every check, protected top-5, success after the
+        checks or None when there are none).
         """
         reread = load_image(saved_path).rgb[None].to(self.config.device)
         x0 = quantize(clean[None].to(self.config.device))
         goal = self.goal().bind(self.victim(x0), self.victim)
         out = self.victim(reread)
-        margin = float(goal.margin(out)[0])
         ok = bool(goal.reached(out)[0])
-        robust_ok: bool | None = None
-        if self.robust is not None:
-            rob = reencode(*self.robust)(reread)
-            robust_ok = bool(goal.reached(self.victim(rob))[0])
-        return ok, margin, self.victim.predict(reread)[0], robust_ok
+        checks = self.checks("png", reread.shape[-2], reread.shape[-1])  # the file is already encoded
+        margin = float(robust_margin(self.victim, goal, reread, checks, outputs=out)[0])
+        robust_ok = (margin > goal.kappa) if checks else None
+        return ok, (margin if checks else float(goal.margin(out)[0])), self.victim.predict(reread)[0], robust_ok
 
     def protect_file(self, src: Path, out_dir: Path,
-                     progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> ImageRecord:
-        """Protect one file into ``out_dir``; errors come back in the record, never raised."""
-        from . import metrics
+                     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+                     dst: Path | None = None) -> ImageRecord:
+        """Protect one file into ``out_dir`` (or to ``dst``); errors come back in the record, never raised.
 
+        Only a verified protected file takes the output name: the image is written under a
+        hidden temporary name in the output folder, re-read and judged from scratch, and linked
+        to its name only if the protection holds. A failure leaves nothing there.
+        """
         rec = ImageRecord(input=str(src))
         t0 = time.perf_counter()
+        tmp: Path | None = None
         try:
-            dst = output_path(src, out_dir, self.config.format)
+            dst = dst or output_path(src, out_dir, self.config.format)
             rec.output = str(dst)
             if dst.exists():
                 raise OutputError(dst, "already exists; not overwritten (use --resume to skip done photos)")
@@ -224,30 +312,74 @@ class Protector:
             fmt = dst.suffix.lstrip(".").lower()
             res = self.protect_tensor(x, fmt, progress)
             adv = res.x_adv[0].cpu()
-            save_image(adv, dst, quality=self.config.quality, alpha=img.alpha, info=img.info)
+            tmp = dst.with_name(f".{dst.stem}.jndkit-unverified{dst.suffix}")
+            if tmp.exists():
+                tmp.unlink()
+            save_image(adv, tmp, quality=self.config.quality, alpha=img.alpha, info=img.info)
             rec.success_engine = bool(res.success[0])
             rec.iterations = int(res.iterations[0])
             rec.tries = int(res.tries[0])
-            ok, margin, top5, robust_ok = self.verify(x, dst)
+            ok, margin, top5, robust_ok = self.verify(x, tmp)
             rec.success, rec.margin, rec.protected_top5, rec.robust_success = ok, margin, top5, robust_ok
-            saved = load_image(dst).rgb[None]
-            ref = quantize(x)[None]
-            vals = metrics.compute_metrics(ref, saved, names=["psnr", "ssim", "l2", "linf", "l0"])
-            rec.psnr = float(vals["psnr"][0])
-            rec.ssim = float(vals["ssim"][0])
-            rec.l2 = float(vals["l2"][0])
-            rec.linf = float(vals["linf"][0])
-            rec.changed_values = int(vals["l0"][0])
+            saved = load_image(tmp).rgb
+            self._measure(rec, quantize(x), saved)
             fooled = ok and (robust_ok is not False)
-            rec.status = "protected" if fooled else "failed"
-            if not fooled:
-                rec.error = "saved image still recognised (raise --max-iter or try another method)"
+            if fooled:
+                _link_into_place(tmp, dst)
+                rec.status = "protected"
+            else:
+                rec.status, rec.output = "failed", None
+                rec.error = (f"{src}: not protected: the saved image still "
+                             + ("reaches" if not ok else "reaches after an upload transform")
+                             + " the clean answer; nothing written (try --strength subtle or strong, or more --max-iter)")
         except JndkitError as e:
             rec.status, rec.error = "error", str(e)
         except (OSError, ValueError, RuntimeError) as e:  # anything unexpected about this one file
             rec.status, rec.error = "error", f"{src}: {type(e).__name__}: {e}"
+        finally:
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
         rec.seconds = round(time.perf_counter() - t0, 3)
         return rec
+
+    def _measure(self, rec: ImageRecord, ref: torch.Tensor, saved: torch.Tensor) -> None:
+        """Quality numbers of the saved image and its protection matrix."""
+        from . import metrics
+        from .perception.jnd import share_above_jnd
+        from .verify import protection_matrix
+
+        vals = metrics.compute_metrics(ref[None], saved[None], names=["psnr", "ssim", "l2", "linf", "l0",
+                                                                       "ciede2000_mean", "ciede2000_max"])
+        rec.psnr = _finite(vals["psnr"][0])
+        rec.ssim = float(vals["ssim"][0])
+        rec.l2 = float(vals["l2"][0])
+        rec.linf = float(vals["linf"][0])
+        rec.changed_values = int(vals["l0"][0])
+        rec.ciede2000_mean = float(vals["ciede2000_mean"][0])
+        rec.ciede2000_max = float(vals["ciede2000_max"][0])
+        rec.above_jnd = float(share_above_jnd(ref[None], saved[None], "chou")[0])
+        if self.suite.transforms or self.config.protective:
+            m = protection_matrix(ref, saved, self.members, self.suite)
+            rec.matrix = m.to_json()
+            rec.protection = m.summary()
+
+
+def _finite(v: Any) -> float | None:
+    """``None`` for an infinite or NaN value (an unchanged photo has PSNR = inf), else the float."""
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _link_into_place(tmp: Path, dst: Path) -> None:
+    """Give the verified file its name without ever replacing an existing file."""
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise OutputError(dst, "already exists; not overwritten") from None
+    except OSError:  # file systems without hard links
+        if dst.exists():
+            raise OutputError(dst, "already exists; not overwritten") from None
+        os.rename(tmp, dst)
 
 
 def summarise(records: list[ImageRecord]) -> dict[str, Any]:
@@ -274,16 +406,12 @@ def summarise(records: list[ImageRecord]) -> dict[str, Any]:
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
-    """Write JSON through a temporary file and a rename (the report may be replaced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write strict JSON (no ``Infinity``/``NaN``: they become ``null``) through a temporary file and a
+    rename. Used for jndkit's own reports, which a run keeps up to date (:func:`check_report_path`
+    refuses to replace a ``report.json`` that jndkit did not write)."""
+    from .jsonio import write_json_atomic as _write
+
+    _write(data, path, overwrite=True)
 
 
 def report_dict(config: ProtectConfig, records: list[ImageRecord]) -> dict[str, Any]:
@@ -296,13 +424,68 @@ def report_dict(config: ProtectConfig, records: list[ImageRecord]) -> dict[str, 
     }
 
 
+def check_report_path(path: Path) -> None:
+    """Refuse to replace a file at ``path`` that is not a jndkit report (never overwrite a user's file)."""
+    if not path.exists():
+        return
+    try:
+        ours = "jndkit" in json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise OutputError(path, "exists and is not a jndkit report; not overwritten (choose another output folder)")
+
+
+def _expand(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+    """``(file, relative output stem path)`` per photo: files found in a folder keep their path
+    below that folder (the output mirrors the input tree); a file named directly keeps its name.
+    The same file given twice is kept once."""
+    seen: set[Path] = set()
+    out: list[tuple[Path, Path]] = []
+    for raw in paths:
+        p = Path(raw)
+        found = find_images([p])
+        for f in found:
+            key = f.resolve() if f.exists() else f.absolute()
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((f, f.relative_to(p) if p.is_dir() else Path(f.name)))
+    return out
+
+
+def plan_outputs(paths: Sequence[str | os.PathLike[str]], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
+    """``(input, output)`` per photo, decided before any work.
+
+    Raises:
+        InputError: two inputs would get the same output name (e.g. ``a.png`` and ``a.jpg``
+            with ``--format png``), naming both; or no image among ``paths``.
+    """
+    plan: list[tuple[Path, Path]] = []
+    taken: dict[Path, Path] = {}
+    for src, rel in _expand(paths):
+        dst = output_path(rel, out_dir / rel.parent, fmt) if rel.parent != Path(".") else output_path(rel, out_dir, fmt)
+        if dst in taken:
+            raise InputError(f"{src} and {taken[dst]} would both be written to {dst}; "
+                             "rename one or protect them into different folders")
+        taken[dst] = src
+        plan.append((src, dst))
+    if not plan:
+        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
+    return plan
+
+
 def prepare_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
-    """Check the output folder can be written and expand the inputs, before any work is done.
+    """Expand the inputs, then check the output folder can be written, before any work is done
+    (an empty input creates no output folder).
 
     Raises:
         OutputError: ``out_dir`` cannot be created or written.
         InputError: no image among ``paths``.
     """
+    files = [f for f, _ in _expand(paths)]
+    if not files:
+        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -310,9 +493,6 @@ def prepare_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathL
         probe.close()
     except OSError as e:
         raise OutputError(out, f"output folder cannot be written ({e.strerror or e})") from None
-    files = find_images(list(paths))
-    if not files:
-        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
     return out, files
 
 
@@ -327,19 +507,23 @@ def protect_paths(
 ) -> Iterator[ImageRecord]:
     """Protect files and folders into ``out_dir``, yielding one record per photo as it is done.
 
-    ``report.json`` in ``out_dir`` is rewritten after every photo, so a crash loses at most
-    the photo in hand. With ``resume``, photos whose output exists are skipped and their
-    earlier records kept.
+    Folders are searched recursively and the output mirrors their tree (``photos/trip/a.jpg`` ->
+    ``OUT/trip/a.png``). ``report.json`` in ``out_dir`` is rewritten after every photo, so a crash
+    loses at most the photo in hand; it is the truth of the folder: a photo whose verified output
+    is there keeps its record (also when ``resume`` skips it), a photo that failed has no output.
+    With ``resume``, photos whose output exists are skipped; failures are tried again.
 
     Raises:
-        OutputError: ``out_dir`` cannot be created or written (checked before any work).
+        OutputError: ``out_dir`` cannot be created or written, or holds a ``report.json`` that
+            jndkit did not write (checked before any work).
+        InputError: no image, or two inputs with the same output name.
     """
     config = config or ProtectConfig()
-    out, files = prepare_run(paths, out_dir)
-    protector = protector or Protector(config)
+    out, _ = prepare_run(paths, out_dir)
+    plan = plan_outputs(paths, out, config.format)
     report_path = out / "report.json"
-    # report.json describes the output folder: earlier records are kept, and a record is replaced
-    # only by real work on that photo (an "already exists" refusal does not erase a good record).
+    check_report_path(report_path)
+    protector = protector or Protector(config)
     previous: dict[str, ImageRecord] = {}
     if report_path.exists():
         try:
@@ -347,21 +531,22 @@ def protect_paths(
                 previous[item["input"]] = _record_from_json(item)
         except (OSError, ValueError, KeyError, TypeError):
             previous = {}
-    merged: dict[str, ImageRecord] = dict(previous)
-    for i, src in enumerate(files):
+    # the truth of the folder: earlier records only for photos whose verified output is still there
+    merged: dict[str, ImageRecord] = {k: r for k, r in previous.items()
+                                      if r.status == "protected" and r.output and Path(r.output).exists()}
+    for i, (src, dst) in enumerate(plan):
         if on_start is not None:
-            on_start(src, i, len(files))
-        dst = output_path(src, out, config.format)
-        old = previous.get(str(src))
+            on_start(src, i, len(plan))
+        old = merged.get(str(src))
         if resume and dst.exists():
             rec = ImageRecord(input=str(src), output=str(dst), status="skipped", error="output exists (resume)")
-            if old is None or old.status == "error":
+            if old is None:
                 merged[str(src)] = rec
             yield rec
             continue
-        rec = protector.protect_file(src, out, progress)
+        rec = protector.protect_file(src, out, progress, dst=dst)
         refused = rec.status == "error" and dst.exists()
-        if not (refused and old is not None and old.status in ("protected", "failed")):
+        if not (refused and old is not None):
             merged[str(src)] = rec
         write_json_atomic(report_dict(config, list(merged.values())), report_path)
         yield rec

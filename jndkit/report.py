@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,51 @@ def _write(x: torch.Tensor, path: Path) -> str:
     return path.name
 
 
-def write_html_report(out_dir: Path, records: list[Any]) -> Path:
-    """Write ``report.html`` (and thumbnails in ``report_assets/``) for protect records."""
-    from .protect import summarise
+def report_dir(out_dir: Path) -> Path:
+    """Where ``report.html`` and its images go: ``OUT.report/`` beside the output folder, never
+    inside it, so the folder people share holds protected photos only (the report shows the
+    originals)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / (out_dir.name + ".report")
 
-    assets = out_dir / "report_assets"
+
+def _matrix_html(matrix: dict[str, Any] | None) -> str:
+    """The protection matrix: one row per model, one column per upload transform; green = top-1
+    changed and the clean class out of the top-5, amber = top-1 changed only, red = recognised."""
+    if not matrix:
+        return ""
+    cells = {(c["model"], c["transform"]): c for c in matrix["cells"]}
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in matrix["transforms"])
+    rows = []
+    for m in matrix["models"]:
+        tds = []
+        for t in matrix["transforms"]:
+            c = cells[(m, t)]
+            cls = "hid" if c["changed"] and not c["in_top5"] else ("chg" if c["changed"] else "rec")
+            tds.append(f"<td class={cls} title='clean class {html.escape(c['clean_label'])}: {c['clean_prob']:.3f}'>"
+                       f"{html.escape(c['label'])} {c['confidence']:.2f}</td>")
+        rows.append(f"<tr><th>{html.escape(m)}</th>{''.join(tds)}</tr>")
+    return (f"<table class=mx><tr><th>{html.escape(matrix['suite'])}</th>{head}</tr>{''.join(rows)}</table>"
+            f"<div>{html.escape(matrix.get('summary', ''))}</div>")
+
+
+def write_html_report(out_dir: Path, records: list[Any]) -> Path:
+    """Write ``OUT.report/report.html`` (thumbnails beside it) for protect records.
+
+    The page shows the records of ``OUT/report.json`` when it exists (the truth of the folder:
+    earlier runs' photos included), else ``records``.
+    """
+    from .protect import _record_from_json, summarise
+
+    out_dir = Path(out_dir)
+    rp = out_dir / "report.json"
+    if rp.exists():
+        try:
+            records = [_record_from_json(d) for d in json.loads(rp.read_text()).get("images", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    folder = report_dir(out_dir)
+    assets = folder / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, r in enumerate(records):
@@ -70,28 +111,40 @@ def write_html_report(out_dir: Path, records: list[Any]) -> Path:
         def top(t: list[Any]) -> str:
             return "<br>".join(f"{html.escape(str(lab))} {p:.3f}" for lab, p in t[:3])
 
-        ok = "✓ fooled" if r.status == "protected" else "✗ still recognised"
+        ok = "✓ protected" if r.status == "protected" else "✗ not protected"
+        psnr = "unchanged" if r.psnr is None else f"{r.psnr:.2f} dB"
+        extra = ""
+        if getattr(r, "ciede2000_mean", None) is not None:
+            extra += f"<br>CIEDE2000 {r.ciede2000_mean:.2f} mean, {r.ciede2000_max:.1f} max"
+        if getattr(r, "above_jnd", None) is not None:
+            extra += f"<br>{r.above_jnd:.2%} of pixels above the JND"
         rows.append(
             f"<tr><td><b>{name}</b><br>{r.width}×{r.height}<br><span class={'ok' if r.status == 'protected' else 'err'}>"
-            f"{ok}</span><br>PSNR {r.psnr:.2f} dB<br>SSIM {r.ssim:.5f}<br>L∞ {r.linf * 255:.0f}/255<br>"
+            f"{ok}</span><br>PSNR {psnr}<br>SSIM {r.ssim:.5f}<br>L∞ {r.linf * 255:.0f}/255{extra}<br>"
             f"{r.changed_values} values changed<br>K = {r.iterations}, {r.seconds:.1f} s</td>"
-            f"<td><img src='report_assets/{a}'><br>{top(r.clean_top5)}</td>"
-            f"<td><img src='report_assets/{b}'><br>{top(r.protected_top5)}</td>"
-            f"<td><img src='report_assets/{c}'><br>difference × {AMPLIFY:g} (grey = unchanged)</td></tr>"
+            f"<td><img src='assets/{a}'><br>{top(r.clean_top5)}</td>"
+            f"<td><img src='assets/{b}'><br>{top(r.protected_top5)}</td>"
+            f"<td><img src='assets/{c}'><br>difference × {AMPLIFY:g} (grey = unchanged)</td></tr>"
+            + (f"<tr><td></td><td colspan=3>{_matrix_html(getattr(r, 'matrix', None))}</td></tr>"
+               if getattr(r, "matrix", None) else "")
         )
     s = summarise(records)
     page = f"""<!doctype html><meta charset=utf-8><title>jndkit report</title>
 <style>body{{font-family:sans-serif;margin:2em}}td{{vertical-align:top;padding:6px;font-size:13px}}
 img{{max-width:{THUMB}px}}.ok{{color:#070}}.err{{color:#b00}}table{{border-collapse:collapse}}
-tr{{border-bottom:1px solid #ddd}}</style>
+tr{{border-bottom:1px solid #ddd}}.mx td,.mx th{{font-size:12px;padding:3px 6px;border:1px solid #ccc}}
+.hid{{background:#c8efc8}}.chg{{background:#f6e3a1}}.rec{{background:#f4c0c0}}</style>
 <h1>jndkit protection report</h1>
-<p>{s['protected']}/{s['images']} photos protected (success re-checked by reading each written file back and
-running the model on it); mean PSNR {s['mean_psnr']} dB, mean SSIM {s['mean_ssim']}.</p>
-<table><tr><th>photo</th><th>original (model's top-3)</th><th>protected (model's top-3 on the saved file)</th>
+<p>{s['protected']}/{s['images']} photos protected in {html.escape(str(out_dir))} (success re-checked by reading
+each written file back and running the models on it, after every upload transform); mean PSNR {s['mean_psnr']} dB,
+mean SSIM {s['mean_ssim']}. This page and its images live outside the output folder: they show the originals.</p>
+<p>Protection matrix: green = top-1 changed and the clean class out of the top-5; amber = top-1 changed only;
+red = still recognised.</p>
+<table><tr><th>photo</th><th>original (top-3)</th><th>protected (top-3 on the saved file)</th>
 <th>amplified difference</th></tr>
 {''.join(rows)}</table>"""
-    path = out_dir / "report.html"
-    tmp = out_dir / ".report.html.tmp"
+    path = folder / "report.html"
+    tmp = folder / ".report.html.tmp"
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -26,7 +26,7 @@ def protected(tmp_path_factory):
     _write_photo(src / "cat.png")
     _write_photo(src / "astro.png", "astronaut", (128, 128))
     out = tmp_path_factory.mktemp("out")
-    result = runner.invoke(app, ["protect", str(src), "-o", str(out), "--max-iter", "150"])
+    result = runner.invoke(app, ["protect", str(src), "-o", str(out), "--max-iter", "150", "--research"])
     return src, out, result
 
 
@@ -47,14 +47,19 @@ def test_protect_writes_images_and_a_report_that_matches_the_files(protected, mo
             assert bool(goal.reached(mobilenet(saved))[0]) is item["success"]
             assert item["protected_top5"][0]["label"] == mobilenet.label(int(mobilenet(saved).argmax()))
         assert item["psnr"] > 50 and item["linf"] <= 2 / 255 + 1e-6
-    assert (out / "report.html").exists()
+    from jndkit.report import report_dir
+
+    page = report_dir(out) / "report.html"
+    assert page.exists() and not (out / "report.html").exists()
+    assert not [p for p in out.rglob("*") if "original" in p.name]  # the shared folder holds no original
+    assert "cat.png" in page.read_text() and (report_dir(out) / "assets" / "0000_original.png").exists()
     assert "2/2 protected" in result.output
 
 
 def test_640x427_photo_keeps_its_size(tmp_path):
     src = tmp_path / "china.png"
     Image.fromarray(sample_array("china")).save(src)
-    result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--no-html"])
+    result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--no-html", "--research"])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "o" / "china.png").size == (640, 427)
 
@@ -62,11 +67,11 @@ def test_640x427_photo_keeps_its_size(tmp_path):
 def test_rerun_does_not_overwrite_and_resume_skips(protected):
     src, out, _ = protected
     before = {p.name: p.read_bytes() for p in out.glob("*.png")}
-    result = runner.invoke(app, ["protect", str(src), "-o", str(out), "--no-html"])
+    result = runner.invoke(app, ["protect", str(src), "-o", str(out), "--no-html", "--research"])
     assert result.exit_code == 1
     assert result.output.count("already exists") == 2
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
-    resumed = runner.invoke(app, ["protect", str(src), "-o", str(out), "--resume", "--no-html"])
+    resumed = runner.invoke(app, ["protect", str(src), "-o", str(out), "--resume", "--no-html", "--research"])
     assert resumed.exit_code == 0, resumed.output
     assert "2 skipped" in resumed.output
     data = json.loads((out / "report.json").read_text())
@@ -85,7 +90,8 @@ def test_bad_inputs_each_get_one_line_and_the_rest_goes_on(tmp_path):
     _write_photo(out / "taken.png")  # an output that already exists
     _write_photo(src / "taken.png")
     missing = tmp_path / "missing.png"
-    result = runner.invoke(app, ["protect", str(src), str(missing), "-o", str(out), "--max-iter", "150", "--no-html"])
+    result = runner.invoke(app, ["protect", str(src), str(missing), "-o", str(out), "--max-iter", "150", "--no-html",
+                                 "--research"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
 
@@ -116,7 +122,10 @@ def test_unwritable_output_folder(tmp_path):
 
 @pytest.mark.parametrize("args,msg", [(["--method", "nope"], "unknown method"), (["--goal", "sideways"], "unknown goal"),
                                       (["--model", "resnet9000"], "unknown model"), (["--format", "gif"], "format"),
-                                      (["--robust", "jpeg:0"], "robust")])
+                                      (["--robust", "jpeg:0"], "robust"), (["--strength", "loud"], "strength must be"),
+                                      (["--upload", "jpeg200"], "upload"), (["--max-iter", "0"], "max_iter must be >= 1"),
+                                      (["--research", "--strength", "strong"], "--strength sets the human-JND budget"),
+                                      (["--jnd", "nope"], "jnd must be one of")])
 def test_bad_options_are_clear_errors(tmp_path, args, msg):
     src = _write_photo(tmp_path / "a.png")
     result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), *args])
@@ -167,15 +176,24 @@ def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tm
     from jndkit.goals import Untargeted
     from jndkit.protect import ProtectConfig, Protector
 
-    p = Protector(ProtectConfig(format="jpg", quality=90), victim=mobilenet)
+    p = Protector(ProtectConfig.research(format="jpg", quality=90), victim=mobilenet)
     fast = METHODS["levels"].presets[METHODS["levels"].lossy_preset]
     assert p.method_for("jpg").params["max_levels"] == fast["max_levels"] == 2.0
     assert p.method_for("png").params["max_levels"] == 1.0
     src = _write_photo(tmp_path / "cat.png")
     result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--format", "jpg",
-                                 "--quality", "90", "--no-html"])
+                                 "--quality", "90", "--no-html", "--research"])
     assert result.exit_code == 0, result.output
     saved = tmp_path / "o" / "cat.jpg"
     with torch.no_grad():
         goal = Untargeted().bind(mobilenet(load_image(src).rgb[None]))
         assert bool(goal.reached(mobilenet(load_image(saved).rgb[None]))[0])
+
+
+@pytest.mark.parametrize("opt", [["--model", "mobilenet_v2"], ["--strength", "subtle"], ["--upload", "none"],
+                                 ["--no-html"]])
+def test_options_that_do_not_apply_to_faces_are_errors(tmp_path, opt):
+    src = _write_photo(tmp_path / "a.png")
+    r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opt])
+    assert r.exit_code == 2 and opt[0] in r.output and "--task face" in r.output
+    assert not (tmp_path / "o").exists()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -466,20 +466,53 @@ def _victim_of(victim: nn.Module, idx: torch.Tensor) -> nn.Module:
     return victim[idx] if getattr(victim, "per_sample", False) else victim  # type: ignore[index]
 
 
+Transform = Callable[[torch.Tensor], torch.Tensor]
+Robust = Transform | Sequence[Transform] | None
+"""What success must survive: nothing, one transform of the 8-bit image (a JPEG re-encoding), or a
+sequence of them (an upload suite: success must hold after *each*)."""
+
+
+def _transforms(robust: Robust) -> tuple[Transform, ...]:
+    if robust is None:
+        return ()
+    if callable(robust):
+        return (robust,)
+    return tuple(robust)
+
+
+@torch.no_grad()
+def robust_margin(victim: nn.Module, goal: Goal, xq: torch.Tensor, robust: Robust,
+                  outputs: torch.Tensor | None = None) -> torch.Tensor:
+    """The goal margin of the 8-bit images ``xq`` that must also hold after each transform of
+    ``robust``: the minimum over the image itself and every transform of it. This is the one
+    place the engine (checks, refinement, pruning, final margins) computes it.
+
+    ``outputs``: the victim's outputs on ``xq`` when already computed. A sample whose margin is
+    already below ``goal.kappa`` is not transformed further (it failed whatever the rest
+    gives), so for failing samples the value is the minimum over the transforms evaluated so far:
+    an upper bound of the full minimum, and exact for every sample that reaches the goal.
+    """
+    m = goal.margin(victim(xq) if outputs is None else outputs).clone()
+    for t in _transforms(robust):
+        alive = (m > goal.kappa).nonzero().squeeze(1)
+        if alive.numel() == 0:
+            break
+        mt = goal[alive].margin(_victim_of(victim, alive)(t(xq[alive])))
+        m[alive] = torch.minimum(m[alive], mt)
+    return m
+
+
 @torch.no_grad()
 def _evaluate(victim: nn.Module, goal: Goal, xq: torch.Tensor,
-              robust: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Margin and reached on the quantized image (and its robust transform: both must hold)."""
-    out = victim(xq)
-    margin = goal.margin(out)
-    if robust is not None:
-        margin = torch.minimum(margin, goal.margin(victim(robust(xq))))
+              robust: Robust) -> tuple[torch.Tensor, torch.Tensor]:
+    """Margin and reached on the quantized image (and after each robust transform: all must hold)."""
+    margin = robust_margin(victim, goal, xq, robust)
     return margin, margin > goal.kappa
 
 
 def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, params: Mapping[str, float],
               extras: dict[str, torch.Tensor], max_iter: int, gen: torch.Generator,
-              robust: Callable[[torch.Tensor], torch.Tensor] | None, progress: ProgressFn | None,
+              robust: Robust, progress: ProgressFn | None,
               offset: int, total: int, history: list[list[float]] | None,
               clean_out: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -625,7 +658,7 @@ def run_attack(
     x0: torch.Tensor,
     max_iter: int | None = None,
     seed: int = 0,
-    robust: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    robust: Robust = None,
     retries: bool = True,
     progress: ProgressFn | None = None,
     record_history: bool = False,
@@ -700,9 +733,8 @@ def run_attack(
     with torch.no_grad():
         final_outputs = victim(x_adv)
         if changed.numel():  # every refined or pruned state was checked; this is its margin on the final image
-            margin[changed] = goal[changed].margin(final_outputs[changed]) if robust is None else torch.minimum(
-                goal[changed].margin(final_outputs[changed]),
-                goal[changed].margin(_victim_of(victim, changed)(robust(x_adv[changed]))))
+            margin[changed] = robust_margin(_victim_of(victim, changed), goal[changed], x_adv[changed], robust,
+                                            outputs=final_outputs[changed])
     seconds = (time.perf_counter() - t0) / max(b, 1)
     return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
                         seconds=seconds, params=used, history=history or [])
@@ -722,7 +754,7 @@ def l2_sphere_step(delta: torch.Tensor, g: torch.Tensor, alpha: float, eps_step:
 
 def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor, steps: int = 100,
            gamma: float = 0.05, alpha: float = 0.5, alpha_min: float = 0.01,
-           robust: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           robust: Robust = None,
            progress: ProgressFn | None = None) -> torch.Tensor:
     """Lower the L2 norm of successful 8-bit images: the second half of DDN (Rony et al. 2019).
 
@@ -756,9 +788,7 @@ def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
             out = victim(xq)
             (g,) = torch.autograd.grad(goal.loss(out).sum(), xq)
         with torch.no_grad():
-            m = goal.margin(out.detach())
-            if robust is not None:
-                m = torch.minimum(m, goal.margin(victim(robust(xq.detach()))))
+            m = robust_margin(victim, goal, xq.detach(), robust, outputs=out.detach())
             reached = m > goal.kappa
             norm = (xq.detach() - q0).flatten(1).norm(dim=1)
             better = reached & (norm < best_norm)
@@ -774,7 +804,7 @@ def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
 
 @torch.no_grad()
 def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
-          robust: Callable[[torch.Tensor], torch.Tensor] | None = None, max_evals: int = 14,
+          robust: Robust = None, max_evals: int = 14,
           cost: torch.Tensor | None = None, tolerance: float = 1 / 256) -> torch.Tensor:
     """Undo changed values that the success does not need (batched over samples).
 

@@ -222,3 +222,4 @@ def get_method(name: str, preset: str | None = None, **params: float) -> Method:
 # The seed methods and the remaining baselines register themselves on import.
 from . import baselines as _baselines  # noqa: E402,F401
 from . import seeds as _seeds  # noqa: E402,F401
+from . import transfer as _transfer  # noqa: E402,F401

@@ -582,3 +582,26 @@ def jnd_map(x: torch.Tensor, model: str = "namm") -> torch.Tensor:
     if fn is None:
         raise InputError(f"model must be one of {', '.join(JND_MODELS)}, got {model!r}")
     return fn(x)
+
+
+def share_above_jnd(x0: torch.Tensor, x: torch.Tensor, model: str = "chou") -> torch.Tensor:
+    """Share of pixels whose luma change exceeds the human JND of the clean photo (SPECS.md §6).
+
+    ``|Y(x) - Y(x0)| > JND_Y(x0)`` per pixel, ``Y = 0.299 R + 0.587 G + 0.114 B`` on the 0-255
+    scale, ``JND_Y`` the luma threshold of ``model`` (``chou`` by default, as the transfer anchors
+    of SPECS.md were measured; ``namm`` for the map the protective budget uses). A change equal to
+    the threshold is not counted.
+
+    Args:
+        x0: clean ``[B,3,H,W]`` in [0,1]; x: changed, same shape.
+
+    Returns:
+        ``[B]`` float64 in [0,1] (lower is better).
+    """
+    if model not in ("chou", "namm"):
+        raise InputError(f"share_above_jnd measures luma thresholds: model must be chou or namm, got {model!r}")
+    if x0.shape != x.shape:
+        raise InputError(f"x0 and x must have the same shape, got {list(x0.shape)} and {list(x.shape)}")
+    t = jnd_map(x0, model)[:, :1] * 255.0
+    dy = (luma(x) - luma(x0)).abs()
+    return (dy > t + 1e-6).flatten(1).to(torch.float64).mean(dim=1)

@@ -1,0 +1,182 @@
+"""Pieces for protection that transfers and survives uploads, and the protective method ``shield``.
+
+Each piece plugs into the one engine (:mod:`.engine`); none is a new loop:
+
+* :class:`BoundSignStep`: a sign step scaled per value by the perceptual budget
+  (``v <- v - alpha * bound * sign(g)``), so every value moves in proportion to how much
+  change the eye tolerates there;
+* :func:`project_bound`: the projection onto the human-JND budget, ``|x - x0| <= bound``
+  with ``bound`` floored to whole 8-bit levels, so the *saved* image never exceeds the map;
+* :class:`TranslationInvariance`: TI-FGSM's gradient smoothing (Dong et al. 2019), a Gaussian
+  whose width is given in the *model's* pixels and scaled to the photo's size;
+* :func:`jnd_budget`: a ``prepare`` that computes the budget once per photo from a human JND
+  map (:func:`jndkit.perception.jnd_map`) times ``strength``;
+* the input transform is the upload suite's differentiable stand-in
+  (:class:`jndkit.transforms.UploadStandIn`, expectation over transformation), and momentum is
+  the engine's :class:`~.engine.Momentum`.
+
+``shield`` composes them: the default of ``jndkit protect`` (see :data:`STRENGTHS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from .. import losses
+from ..errors import InputError
+from .engine import Delta, Method, Momentum, Prepare
+
+STRENGTHS: dict[str, float] = {"invisible": 1.0, "subtle": 1.5, "strong": 2.5}
+"""``--strength``: the budget as a multiple of the human JND map (NAMM by default)."""
+
+MODEL_SIZE = 224
+"""TI's kernel width is given in pixels of a 224-px model input and scaled to the photo."""
+
+
+def _bound(extras: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    b = extras.get("bound")
+    if b is None:
+        raise InputError("this method needs a per-value budget (extras['bound']): build it with jnd_budget")
+    return b.to(like.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundSignStep:
+    """``v <- v - alpha * bound * sign(g)``: a sign step whose size is a fraction ``alpha``
+    (``params['alpha']``) of each value's budget."""
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        return v - float(params["alpha"]) * _bound(ctx.extras, v) * g.sign()
+
+
+def project_bound(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
+                  extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Clip ``v`` to ``±extras['bound']`` and keep ``x0 + v`` in [0,1].
+
+    ``bound`` is a whole number of 8-bit levels (:func:`jnd_budget` floors it), and ``x0`` is an
+    8-bit image, so rounding ``x0 + v`` to 8 bits never leaves the budget: the saved file
+    satisfies ``|x - x0| <= bound`` exactly.
+    """
+    b = _bound(extras, v)
+    return (x0 + torch.maximum(torch.minimum(v, b), -b)).clamp(0.0, 1.0) - x0
+
+
+def _gauss1d(sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
+    t = torch.arange(-radius, radius + 1, dtype=like.dtype, device=like.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``[B,C,H,W]`` (reflect padding), ``sigma`` in pixels."""
+    if sigma <= 0:
+        return g
+    radius = max(1, int(math.ceil(2.5 * sigma)))
+    radius = min(radius, g.shape[-1] - 1, g.shape[-2] - 1)
+    if radius < 1:
+        return g
+    k = _gauss1d(sigma, radius, g)
+    c = g.shape[1]
+    kx = k.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    ky = k.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    g = F.conv2d(F.pad(g, (radius, radius, 0, 0), mode="reflect"), kx, groups=c)
+    return F.conv2d(F.pad(g, (0, 0, radius, radius), mode="reflect"), ky, groups=c)
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslationInvariance:
+    """TI-FGSM (Dong et al. 2019): smooth the gradient with a Gaussian, so the perturbation does
+    not depend on the exact pixel grid of the attacked models (it transfers better, and survives
+    resizing). ``params['ti_sigma']`` is the width in pixels of a 224-px model input; on a photo
+    of long side ``L`` it is ``ti_sigma * L / 224`` (0 switches it off)."""
+
+    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def __call__(self, g, state, params):  # type: ignore[no-untyped-def]
+        sigma = float(params.get("ti_sigma", 0.0))
+        if sigma <= 0:
+            return g
+        return smooth(g, sigma * max(g.shape[-2:]) / MODEL_SIZE)
+
+
+def jnd_budget(model: str = "namm") -> Prepare:
+    """A ``prepare`` giving ``extras['bound'] = floor(strength * JND * 255) / 255`` per value,
+    from the human JND map ``model`` of the clean photo (``params['strength']``).
+
+    Flooring to whole levels keeps the 8-bit saved image inside ``strength * JND`` (the JND maps
+    are 3-20 grey levels, so at most one level is lost to the floor).
+    """
+    from ..perception import jnd_map
+
+    def prepare(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        s = float(params.get("strength", 1.0))
+        if s <= 0:
+            raise InputError(f"strength must be > 0, got {s}")
+        with torch.no_grad():
+            jnd = jnd_map(x0.clamp(0, 1), model)
+        return {"bound": torch.floor(jnd * s * 255.0 + 1e-6) / 255.0}
+
+    return prepare
+
+
+def _stand_in(params: Mapping[str, float]):  # type: ignore[no-untyped-def]
+    if params.get("eot", 1.0) <= 0:
+        return None
+    from ..transforms import UploadStandIn
+
+    return UploadStandIn()
+
+
+def _shield(params: dict[str, float]) -> Method:
+    return Method(
+        name="shield",
+        loss_terms=((None, losses.goal_loss),),
+        update=BoundSignStep(),
+        params=params,
+        parametrisation=Delta(grad_at_bounds=True),
+        projection=project_bound,
+        grad_transforms=(TranslationInvariance(), Momentum()),
+        input_transform=_stand_in(params),
+        prepare=jnd_budget("namm"),
+        max_iter=int(params.get("steps", 20)),
+        check_every=int(params.get("check_every", 4)),
+        description="jndkit's protective method: sign steps scaled by the human JND map (NAMM x strength), "
+        "through the upload suite's differentiable stand-ins (EOT), TI gradient smoothing and momentum, "
+        "against a panel; success checked on the saved file after every real upload transform",
+    )
+
+
+SHIELD_PRESETS: dict[str, dict[str, float]] = {
+    "default": {"strength": 1.0, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "steps": 20.0,
+                "check_every": 4.0},
+}
+
+
+def with_jnd_model(method: Method, model: str) -> Method:
+    """``method`` with its budget taken from another human JND map (``chou``, ``namm``,
+    ``namm-colour``, ``wu``, ``colour-variance``)."""
+    from ..perception.jnd import JND_MODELS
+
+    if model not in JND_MODELS:
+        raise InputError(f"JND model must be one of {', '.join(JND_MODELS)}, got {model!r}")
+    return dataclasses.replace(method, prepare=jnd_budget(model))
+
+
+def _register() -> None:
+    from .methods import MethodSpec, register
+
+    register(MethodSpec("shield", _shield, SHIELD_PRESETS, "default",
+                        "jndkit's protective method (the default of `jndkit protect`): JND-bounded, through the "
+                        "upload suite (EOT), TI + momentum, against a panel", "jndkit"))
+
+
+_register()
