@@ -92,3 +92,65 @@ def test_untargeted_given_class_by_name_or_index(mobilenet):
     assert parse_goal("untargeted:3").bind(torch.zeros(1, 1000)).labels.tolist() == [3]
     with pytest.raises(InputError, match="unknown class"):
         parse_goal("untargeted:espressso").bind(torch.zeros(1, 1000), mobilenet)
+
+
+# ------------------------------------------------------------------------------------ registry
+
+
+@pytest.fixture
+def registry():
+    from jndkit.goals import _REGISTRY
+
+    before = {task: dict(table) for task, table in _REGISTRY.items()}
+    yield
+    for task in list(_REGISTRY):
+        _REGISTRY[task].clear()
+        _REGISTRY[task].update(before.get(task, {}))
+
+
+def test_registered_goal_comes_before_the_builtins_and_keeps_its_argument(registry):
+    from jndkit.goals import goal_usage, register_goal
+
+    seen = []
+
+    def hinge(arg, kappa):
+        seen.append((arg, kappa))
+        return ConfidenceMargin(kappa=kappa, confidence=float(arg))
+
+    register_goal("Hinge", hinge, argument="C", meaning="a confidence")
+    g = parse_goal(" HINGE: 0.25 ", 0.3)
+    assert type(g) is ConfidenceMargin and (g.confidence, g.kappa) == (0.25, 0.3) and seen == [("0.25", 0.3)]
+    with pytest.raises(InputError, match=r"^hinge needs a confidence: hinge:C$"):
+        parse_goal("hinge:")
+    assert goal_usage().endswith("margin:C, relative:G or hinge:C")
+    with pytest.raises(InputError, match=r"unknown goal 'hinge'; use privacy, .* relative:G or hinge:C$"):
+        parse_goal("hinge")  # registered with an argument: the bare word is no goal
+    register_goal("top5", lambda arg, kappa: Untargeted(kappa=kappa))  # a registration shadows a built-in
+    assert type(parse_goal("top5")) is Untargeted and type(parse_goal("top3")) is NotInTopK
+    with pytest.raises(InputError, match="classify goal 'hinge' is registered already"):
+        register_goal("hinge", hinge)
+    with pytest.raises(InputError, match="one word"):
+        register_goal("a b", hinge)
+
+
+def test_registries_are_per_task(registry):
+    from jndkit.goals import register_goal
+
+    register_goal("vanish", lambda arg, kappa: ("vanish", arg, kappa), task="detect")
+    assert parse_goal("Vanish", 0.2, task="detect") == ("vanish", None, 0.2)
+    with pytest.raises(InputError, match=r"^unknown detect goal 'untargeted'; use vanish$"):
+        parse_goal("untargeted", task="detect")  # the built-ins are classifier goals only
+    with pytest.raises(InputError, match=r"^unknown goal 'vanish'; use privacy, privacy:P, .* or relative:G$"):
+        parse_goal("vanish")
+    with pytest.raises(InputError, match="no goal is registered"):
+        parse_goal("x", task="ocr")
+
+
+def test_face_goals_live_in_the_registry():
+    from jndkit.face.strategy import _FACE_GOALS, FaceGoalSpec
+    from jndkit.goals import goal_registry
+
+    assert _FACE_GOALS is goal_registry("face") and list(_FACE_GOALS)[:3] == ["dodge", "impersonate", "hide"]
+    assert parse_goal("Impersonate: Joe Biden ", task="face") == FaceGoalSpec("impersonate", "Joe Biden")
+    with pytest.raises(InputError, match=r"^unknown face goal 'privacy'; use dodge, impersonate:NAME or hide$"):
+        parse_goal("privacy", task="face")

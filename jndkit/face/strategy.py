@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..goals import Goal
+from ..goals import Goal, RegisteredGoal, goal_registry, goal_usage, parse_goal, register_goal
 from .align import face_chip_details
 from .boxes import chip_bounds, jitter_box, jitter_landmarks, over
 from .detect import Face, FaceDetector
@@ -393,13 +393,21 @@ class HideStrategy(_KnownOrSelf):
 FaceGoalFactory = Callable[[FaceContext, "str | None", "float | None", "int | None"], FaceStrategy]
 
 
-class _Registered(NamedTuple):
-    factory: FaceGoalFactory
-    argument: str | None  # the metavar after the colon (``NAME``), or None for a goal without one
-    meaning: str  # what the argument is, for the error when it is missing
+@dataclass(frozen=True)
+class _FaceGoalFactory:
+    """What :func:`jndkit.goals.parse_goal` calls for a registered face goal: it names the goal as a
+    :class:`FaceGoalSpec` (``kind``, argument) and keeps the ``strategy`` factory that
+    :meth:`FaceGoalSpec.build` calls."""
+
+    kind: str
+    strategy: FaceGoalFactory
+
+    def __call__(self, argument: str | None, kappa: float) -> FaceGoalSpec:
+        return FaceGoalSpec(self.kind, argument)
 
 
-_FACE_GOALS: dict[str, _Registered] = {}
+#: The face goals by prefix: the ``face`` table of :func:`jndkit.goals.goal_registry` (the same dict).
+_FACE_GOALS: dict[str, RegisteredGoal] = goal_registry("face")
 
 
 def register_face_goal(prefix: str, factory: FaceGoalFactory, *, argument: str | None = None,
@@ -407,23 +415,18 @@ def register_face_goal(prefix: str, factory: FaceGoalFactory, *, argument: str |
     """Make ``prefix`` (or ``prefix:ARGUMENT`` when ``argument`` names one) a face goal.
 
     ``factory(context, argument, kappa, rounds)`` builds its :class:`FaceStrategy`; ``meaning`` says
-    what the argument is (``a gallery identity``) in the error for a missing one.
+    what the argument is (``a gallery identity``) in the error for a missing one. The goal is
+    registered in :func:`jndkit.goals.register_goal`'s table under ``task="face"``.
 
     Raises:
         InputError: ``prefix`` is empty, holds a colon or a space, or is registered already.
     """
-    key = prefix.lower()
-    if not key or ":" in key or key != key.strip() or " " in key:
-        raise InputError(f"a face goal prefix must be one word without ':', got {prefix!r}")
-    if key in _FACE_GOALS:
-        raise InputError(f"face goal {key!r} is registered already")
-    _FACE_GOALS[key] = _Registered(factory, argument, meaning)
+    register_goal(prefix, _FaceGoalFactory(prefix.lower(), factory), task="face", argument=argument, meaning=meaning)
 
 
 def face_goal_usage() -> str:
     """The registered spellings, e.g. ``dodge, impersonate:NAME or hide``."""
-    words = [k if r.argument is None else f"{k}:{r.argument}" for k, r in _FACE_GOALS.items()]
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    return goal_usage("face")
 
 
 class FaceGoalSpec(NamedTuple):
@@ -437,7 +440,10 @@ class FaceGoalSpec(NamedTuple):
 
     def build(self, ctx: FaceContext, kappa: float | None = None, rounds: int | None = None) -> FaceStrategy:
         """The strategy of this goal over ``ctx`` (``kappa``, ``rounds``: ``None`` for the goal's defaults)."""
-        return _FACE_GOALS[self.kind].factory(ctx, self.name, kappa, rounds)
+        factory = _FACE_GOALS[self.kind].factory
+        if not isinstance(factory, _FaceGoalFactory):
+            raise InputError(f"face goal {self.kind!r} was not registered with register_face_goal; it has no strategy")
+        return factory.strategy(ctx, self.name, kappa, rounds)
 
 
 def parse_face_goal(spec: str) -> FaceGoalSpec:
@@ -447,18 +453,10 @@ def parse_face_goal(spec: str) -> FaceGoalSpec:
     Raises:
         InputError: an unknown goal, or a missing argument (``impersonate:``).
     """
-    s = (spec or "").strip()
-    head, colon, arg = s.partition(":")
-    key = head.lower()
-    entry = _FACE_GOALS.get(key)
-    if entry is not None and entry.argument is None and not colon:
-        return FaceGoalSpec(key, None)
-    if entry is not None and entry.argument is not None and colon:
-        name = arg.strip()
-        if not name:
-            raise InputError(f"{key} needs {entry.meaning}: {key}:{entry.argument}")
-        return FaceGoalSpec(key, name)
-    raise InputError(f"unknown face goal {spec!r}; use {face_goal_usage()}")
+    parsed = parse_goal(spec, task="face")
+    if not isinstance(parsed, FaceGoalSpec):
+        raise InputError(f"face goal {spec!r} was not registered with register_face_goal; it has no strategy")
+    return parsed
 
 
 register_face_goal("dodge", DodgeStrategy)
