@@ -127,8 +127,45 @@ class ProtectConfig:
         self.strength_value()
         if self.jnd is not None and self.jnd not in JND_MODELS:
             raise InputError(f"jnd must be one of {', '.join(JND_MODELS)}, got {self.jnd!r}")
-        parse_goal(self.goal, self.kappa)
+        _check_goal_classes(self.goal, parse_goal(self.goal, self.kappa), self.model)
         get_method(self.method, self.preset)
+
+
+def _check_goal_classes(spec: str, goal: Goal, model: str) -> None:
+    """Resolve the class a goal names (``targeted:CLASS``, ``untargeted:CLASS``) before any work.
+
+    Every built-in model, ``torchvision:`` model and 1000-class ``timm:`` model answers in the
+    ImageNet-1k classes (:func:`jndkit.victims.imagenet_labels`), matched as the victims match them
+    (case-blind, ``_`` for a space). A ``timm:`` model may have other classes, so only its class
+    names are left to the victim.
+
+    Raises:
+        InputError: the class is unknown (naming the goal and suggesting close class names) or its
+            index is out of range.
+    """
+    import difflib
+
+    from .victims import imagenet_labels
+
+    if any(m.strip().startswith("timm:") for m in model.split(",")):
+        return
+    for attr in ("target", "labels"):
+        value = getattr(goal, attr, None)
+        if isinstance(value, int) and not 0 <= value < 1000:
+            raise InputError(f"goal {spec!r}: class index {value} is out of range 0..999 (ImageNet-1k)")
+        if not isinstance(value, str):
+            continue
+        labels = imagenet_labels()
+        key = value.strip().lower().replace("_", " ")
+        lower = [lab.lower() for lab in labels]
+        if key in lower:
+            continue
+        # difflib for spelling slips ("espressso"), substrings for partial names ("retriever")
+        close = [lab for lab in lower if key and key in lab]
+        close += [lab for lab in difflib.get_close_matches(key, lower, n=5, cutoff=0.6) if lab not in close]
+        names = [labels[lower.index(c)] for c in close[:5]]
+        hint = f"; did you mean: {', '.join(names)}?" if names else "; see the ImageNet-1k class names (jndkit.victims.imagenet_labels())"
+        raise InputError(f"goal {spec!r}: unknown ImageNet class {value!r}{hint}")
 
 
 def parse_robust(spec: str) -> tuple[str, int] | None:

@@ -197,3 +197,23 @@ def test_options_that_do_not_apply_to_faces_are_errors(tmp_path, opt):
     r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opt])
     assert r.exit_code == 2 and opt[0] in r.output and "--task face" in r.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("goal,named,hint", [("targeted:notaclass", "'notaclass'", "did you mean"),
+                                             ("targeted:espressso", "'espressso'", "did you mean: espresso"),
+                                             ("untargeted:retriever", "'retriever'", "golden retriever"),
+                                             ("targeted:1000", "class index 1000", "0..999")])
+def test_unknown_goal_class_is_refused_before_any_work(tmp_path, goal, named, hint):
+    src = _write_photo(tmp_path / "a.png")
+    r = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--research", "--goal", goal])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()
+    assert len(line) == 1 and f"goal {goal!r}" in line[0] and named in line[0] and hint in line[0]
+    assert not (tmp_path / "o").exists()  # refused up front: no output folder, no photo tried
+
+
+def test_known_goal_class_names_pass_validation():
+    from jndkit.protect import ProtectConfig
+
+    for goal in ("targeted:Tabby", "targeted:golden_retriever", "untargeted:espresso", "targeted:999"):
+        ProtectConfig.research(goal=goal).validate()
