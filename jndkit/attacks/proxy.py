@@ -1,0 +1,258 @@
+"""Protect large photos by optimising the perturbation on a downscaled proxy.
+
+The protective method (``shield``, :mod:`.transfer`) keeps its perturbation at the photo's own
+size, so on a 12-megapixel photo every step pays full-resolution work: the upload stand-in's JPEG,
+TI's gradient smoothing (a Gaussian about 18 px wide at 4000 px) and the momentum and sign step on
+36 million values. The victims never see that resolution: each resizes the photo to 224-260 px
+inside its forward. :func:`on_proxy` therefore moves the *variable* to a proxy of long side
+``proxy_long`` (1024 by default) and leaves everything that decides success at full resolution:
+
+* :class:`ProxyDelta`, the parametrisation: ``v`` is ``[B,3,h,w]`` at the proxy size and
+  ``image(v, x0) = clamp(x0 + clamp(up(v), -bound, bound), 0, 1)`` with ``up`` bilinear
+  (differentiable) to the photo's size and ``bound`` the full-resolution budget. The budget is
+  whole 8-bit levels and ``x0`` is an 8-bit image, so the saved 8-bit file never leaves it,
+  whatever ``v`` holds;
+* the step and the projection work on the proxy's budget (``extras['bound']`` becomes the
+  full-resolution budget area-downscaled to the proxy; the full one is kept as
+  ``extras['full_bound']``), so :class:`~.transfer.BoundSignStep` and momentum run unchanged on
+  ``h*w`` values; TI smoothing runs on the proxy's gradient and its width, given in pixels of a
+  224-px model input, is scaled by the gradient's own size, so the same Gaussian in photo
+  coordinates costs 1/16 of the work;
+* :class:`ProxyView`, the input transform: the candidate is downscaled to the proxy size
+  (antialiased bilinear, the victims' own resize) before the upload stand-in (EOT) and the
+  victims, which then resize proxy -> model input: the victims see what they see of the
+  full photo (checked in ``tests/test_proxy.py``), and the stand-in's JPEG and resize run on the
+  proxy;
+* success is still decided by the engine on the full-resolution 8-bit image after the real
+  upload transforms (:func:`~.engine.robust_margin`); nothing here touches that.
+
+Photos whose long side is at most ``proxy_long`` are not changed (:func:`on_proxy` returns the
+method itself).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .engine import Delta, InputTransform, LevelStep, Method, Prepare
+
+PROXY_LONG = 1024
+"""Default long side of the proxy, in pixels (chosen by measurement: benchmarks/bench_large.py)."""
+
+MIN_PROXY_LONG = 256
+"""The proxy must stay larger than every victim's input (224-260 px), or the victims' view changes."""
+
+FULL_BOUND = "full_bound"
+"""``extras`` key of the full-resolution budget ``[B,3,H,W]`` (``extras['bound']`` is the proxy's)."""
+
+PROXY_X0 = "proxy_x0"
+"""``extras`` key of the clean photo downscaled to the proxy ``[B,3,h,w]`` (for the projection)."""
+
+
+def proxy_size(height: int, width: int, proxy_long: int = PROXY_LONG) -> tuple[int, int]:
+    """``(h, w)`` of the proxy of a ``height`` x ``width`` photo: the long side becomes
+    ``proxy_long`` and the other ``round(side * proxy_long / long)`` (at least 1); a photo whose
+    long side is at most ``proxy_long`` keeps its size."""
+    long = max(height, width)
+    if long <= proxy_long:
+        return height, width
+    f = proxy_long / long
+    return (proxy_long if height >= width else max(1, round(height * f)),
+            proxy_long if width > height else max(1, round(width * f)))
+
+
+def downscale(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """``[B,C,H,W]`` -> ``[B,C,h,w]``, differentiable.
+
+    ``mode="bilinear"``: antialiased bilinear, as the victims resize (what they see).
+    ``mode="area"``: the mean over each output pixel's footprint (``F.interpolate(mode="area")``,
+    an adaptive average pool), used for the budget: a proxy value spreads over that footprint.
+    """
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x, size=size, mode="area")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def upscale(v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling ``[B,C,h,w]`` -> ``[B,C,H,W]`` (``align_corners=False``), differentiable."""
+    if tuple(v.shape[-2:]) == tuple(size):
+        return v
+    return F.interpolate(v, size=size, mode="bilinear", align_corners=False)
+
+
+class ProxyDelta:
+    """The engine parametrisation of a perturbation optimised on a proxy.
+
+    ``v`` is ``[B,3,h,w]`` (proxy size ``size``) and
+    ``image(v, x0) = clamp(x0 + clamp(upscale(v), -bound, bound), 0, 1)`` at the size of ``x0``
+    ``[B,3,H,W]``, where ``bound`` is the full-resolution budget ``extras['full_bound']`` that
+    :meth:`init` receives (a whole number of 8-bit levels per value, see
+    :func:`~.transfer.jnd_budget`), so rounding the image to 8 bits keeps ``|x - x0| <= bound``.
+
+    The engine's ``image(v, x0)`` gets no extras, so :meth:`init` remembers each clean photo with
+    its budget and :meth:`image` finds a photo's budget by comparing pixel values (the engine hands
+    it row subsets of the batch that :meth:`init` saw, in any order after compaction). The memory is
+    replaced at every :meth:`init` (one run of the engine).
+
+    Args:
+        size: ``(h, w)`` of the proxy.
+        grad_at_bounds: as :class:`~.engine.Delta`: a value exactly at 0 or 1 keeps the identity
+            gradient (so a saturated pixel can move back inside); further out it gets none.
+    """
+
+    def __init__(self, size: tuple[int, int], grad_at_bounds: bool = True) -> None:
+        if len(size) != 2 or min(size) < 1:
+            raise InputError(f"proxy size must be (h, w) with h, w >= 1, got {size!r}")
+        self.size = (int(size[0]), int(size[1]))
+        self.grad_at_bounds = bool(grad_at_bounds)
+        self._photos: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._last: tuple[torch.Tensor, int, torch.Tensor] | None = None
+
+    def __repr__(self) -> str:
+        return f"ProxyDelta(size={self.size}, grad_at_bounds={self.grad_at_bounds})"
+
+    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
+             gen: torch.Generator) -> torch.Tensor:
+        """Remember ``x0`` ``[B,3,H,W]`` with ``extras['full_bound']`` and return the starting
+        ``v`` ``[B,3,h,w]``: zero, or uniform in ``±random_start``, or in ``±init_scale *
+        extras['bound']`` (the proxy budget), drawing from ``gen`` exactly as :class:`~.engine.Delta`."""
+        full = extras.get(FULL_BOUND)
+        if full is None or full.shape != x0.shape:
+            got = "none" if full is None else list(full.shape)
+            raise InputError(f"ProxyDelta needs extras[{FULL_BOUND!r}] shaped like the photo {list(x0.shape)}, got {got} "
+                             "(build the method with on_proxy)")
+        self._photos = [(x0[i], full[i]) for i in range(x0.shape[0])]
+        self._last = None
+        shape = (x0.shape[0], x0.shape[1], *self.size)
+        r = float(params.get("random_start", 0.0))
+        s = float(params.get("init_scale", 0.0))
+        if r > 0:
+            u = torch.rand(shape, generator=gen, device=gen.device).to(x0.device)
+            return (2 * u - 1) * r
+        if s > 0 and "bound" in extras:
+            u = torch.rand(shape, generator=gen, device=gen.device).to(x0.device)
+            return (2 * u - 1) * s * extras["bound"]
+        return torch.zeros(shape, dtype=x0.dtype, device=x0.device)
+
+    def bound_for(self, x0: torch.Tensor) -> torch.Tensor:
+        """The full-resolution budget ``[B,3,H,W]`` of the photos ``x0`` (rows of the batch that
+        :meth:`init` saw, in any order).
+
+        Raises:
+            InputError: a photo that :meth:`init` did not see.
+        """
+        last = self._last
+        if last is not None and last[0] is x0 and last[1] == x0._version:
+            return last[2]
+        rows: list[torch.Tensor] = []
+        for i in range(x0.shape[0]):
+            found = None
+            # the engine keeps rows in order, so try the same position first
+            order = ([i] if i < len(self._photos) else []) + list(range(len(self._photos)))
+            for j in order:
+                p, b = self._photos[j]
+                if p.shape == x0[i].shape and torch.equal(p, x0[i]):
+                    found = b
+                    break
+            if found is None:
+                raise InputError(f"ProxyDelta.image: photo {i} of the batch was not given to init (call init first)")
+            rows.append(found)
+        bound = torch.stack(rows).to(device=x0.device, dtype=x0.dtype)
+        self._last = (x0, x0._version, bound)
+        return bound
+
+    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``clamp(x0 + clamp(upscale(v), -bound, bound), 0, 1)``: ``v`` ``[B,3,h,w]``, ``x0`` and
+        the result ``[B,3,H,W]`` in [0,1]."""
+        b = self.bound_for(x0)
+        d = upscale(v, tuple(x0.shape[-2:]))  # type: ignore[arg-type]
+        y = x0 + torch.maximum(torch.minimum(d, b), -b)
+        if not self.grad_at_bounds:
+            return y.clamp(0.0, 1.0)
+        inside = ((y >= -1e-6) & (y <= 1.0 + 1e-6)).to(y.dtype)
+        return y.detach().clamp(0.0, 1.0) + (y - y.detach()) * inside
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyView:
+    """Input transform: downscale the candidate to the proxy size (antialiased bilinear, the
+    victims' own resize), then apply ``inner`` (the upload stand-in, EOT) if any.
+
+    ``[B,3,H,W]`` -> ``[B,3,h,w]`` (or smaller, after the stand-in's random resize).
+    """
+
+    size: tuple[int, int]
+    inner: InputTransform | None = None
+
+    def __call__(self, x: torch.Tensor, params: Mapping[str, float], gen: torch.Generator) -> torch.Tensor:
+        xs = downscale(x, self.size, "bilinear")
+        return self.inner(xs, params, gen) if self.inner is not None else xs
+
+
+def project_proxy_bound(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
+                        extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The projection on the proxy: clip ``v`` ``[B,3,h,w]`` to ``±extras['bound']`` (the proxy
+    budget) and keep ``extras['proxy_x0'] + v`` in [0,1]. ``x0`` (full resolution) is not used:
+    :class:`ProxyDelta` clips to the full-resolution budget when it makes the image."""
+    b = extras["bound"].to(v.dtype)
+    p0 = extras[PROXY_X0].to(v.dtype)
+    return (p0 + torch.maximum(torch.minimum(v, b), -b)).clamp(0.0, 1.0) - p0
+
+
+def _proxy_prepare(inner: Prepare, size: tuple[int, int]) -> Prepare:
+    def prepare(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        extras = dict(inner(x0, params))
+        if "bound" not in extras:
+            raise InputError("a proxy needs the method's per-value budget (extras['bound'], e.g. transfer.jnd_budget)")
+        full = extras.pop("bound")
+        extras[FULL_BOUND] = full
+        extras["bound"] = downscale(full, size, "area")
+        extras[PROXY_X0] = downscale(x0, size, "area")
+        return extras
+
+    return prepare
+
+
+def on_proxy(method: Method, height: int, width: int, proxy_long: int = PROXY_LONG) -> Method:
+    """``method`` reconfigured to optimise on a proxy of long side ``proxy_long`` for a
+    ``height`` x ``width`` photo (see the module docstring), or ``method`` itself when the
+    photo's long side is at most ``proxy_long``.
+
+    The method must be a budgeted ``Delta`` method (a ``prepare`` giving ``extras['bound']``, such
+    as ``shield``); its update rule, gradient transforms, loss and checks are kept, and run on the
+    proxy's ``[B,3,h,w]`` variable.
+
+    Raises:
+        InputError: ``proxy_long`` below :data:`MIN_PROXY_LONG`, or a method that cannot run on
+            a proxy (level steps on the 8-bit grid, another parametrisation, no budget).
+    """
+    if int(proxy_long) < MIN_PROXY_LONG:
+        raise InputError(f"proxy_long must be at least {MIN_PROXY_LONG} px (the victims' input), got {proxy_long}")
+    if height < 1 or width < 1:
+        raise InputError(f"photo size must be positive, got {height}x{width}")
+    if max(height, width) <= proxy_long:
+        return method
+    if not isinstance(method.parametrisation, Delta):
+        raise InputError(f"method {method.name} cannot run on a proxy: its parametrisation "
+                         f"{type(method.parametrisation).__name__} is not an additive perturbation (Delta)")
+    if method.on_grid or isinstance(method.update, LevelStep):
+        raise InputError(f"method {method.name} cannot run on a proxy: it steps on the photo's 8-bit grid")
+    if method.prepare is None:
+        raise InputError(f"method {method.name} cannot run on a proxy: it has no per-value budget (extras['bound'])")
+    size = proxy_size(height, width, int(proxy_long))
+    return dataclasses.replace(
+        method,
+        parametrisation=ProxyDelta(size, grad_at_bounds=method.parametrisation.grad_at_bounds),
+        projection=project_proxy_bound,
+        prepare=_proxy_prepare(method.prepare, size),
+        input_transform=ProxyView(size, method.input_transform),
+        description=f"{method.description} (optimised on a {size[1]}x{size[0]} proxy, upsampled into the "
+        "full-resolution budget)",
+    )
