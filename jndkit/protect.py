@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from . import __version__
 from .attacks import METHODS, Method, get_method, run_attack
@@ -50,6 +52,10 @@ DEFAULT_METHOD = "shield"
 DEFAULT_GOAL = "privacy"
 DEFAULT_UPLOAD = "social"
 DEFAULT_STRENGTH = "invisible"
+DEFAULT_BACKGROUNDS = "white,black"
+"""What a transparent photo is judged on: people see it over a page, usually light or dark."""
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+"""Output formats that keep the alpha channel (:func:`jndkit.images.encode_image`)."""
 PROTECTIVE_METHODS = ("shield",)
 """Methods with a human-JND budget (``strength``, ``jnd``); the others are the research setting."""
 
@@ -82,6 +88,8 @@ class ProtectConfig:
     jnd: str | None = None
     seed: int = 0
     device: str = "cpu"
+    background: str = DEFAULT_BACKGROUNDS
+    """Colours a transparent photo is judged (and attacked) on, a comma list (:func:`parse_backgrounds`)."""
 
     @classmethod
     def research(cls, **changes: Any) -> "ProtectConfig":
@@ -124,6 +132,7 @@ class ProtectConfig:
             raise InputError(f"--weights is for a single model, not the panel {self.model!r}")
         parse_robust(self.robust)
         get_suite(self.upload)
+        parse_backgrounds(self.background)
         self.strength_value()
         if self.jnd is not None and self.jnd not in JND_MODELS:
             raise InputError(f"jnd must be one of {', '.join(JND_MODELS)}, got {self.jnd!r}")
@@ -187,6 +196,97 @@ def reencode(fmt: str, quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return torch.stack(out).to(x.device)
 
     return transform
+
+
+def parse_backgrounds(spec: str) -> list[tuple[str, tuple[float, float, float]]]:
+    """``white,black`` (or any comma list of colours Pillow's :func:`PIL.ImageColor.getrgb` reads:
+    ``grey``, ``#1e90ff``, ``rgb(40,40,40)``) -> ``[(name, (r, g, b) in [0,1])]``.
+
+    Raises:
+        InputError: an empty list or a colour Pillow does not know.
+    """
+    from PIL import ImageColor
+
+    out: list[tuple[str, tuple[float, float, float]]] = []
+    for word in [w.strip() for w in (spec or "").split(",")]:
+        if not word:
+            continue
+        try:
+            rgb = ImageColor.getrgb(word)
+        except ValueError:
+            raise InputError(f"background must be a colour name, #RRGGBB or rgb(R,G,B) (comma list), got {word!r}") from None
+        out.append((word, (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0)))
+    if not out:
+        raise InputError(f"background needs at least one colour, got {spec!r}")
+    return out
+
+
+class AlphaComposite(nn.Module):
+    """A victim that sees a transparent photo as people do: over each background.
+
+    ``forward(x)`` composites ``x`` ``[B,3,H,W]`` with the photo's alpha ``a`` over each background
+    ``k`` (``c_k = a * x + (1 - a) * bg_k``) and runs the victim on every composite. With
+    ``stack`` (default) the outputs are stacked as panel rows, ``[B, K*M, C]`` (row ``k*M + m``:
+    member ``m`` on background ``k``; a single model counts as ``M = 1``), so
+    :class:`~jndkit.goals.PanelGoal` is reached only when every composite is fooled. With
+    ``stack=False`` and one background it returns the victim's own output (a judge of the
+    protection matrix).
+
+    The alpha is resized (area-averaged) to ``x``'s size when an upload transform resized the
+    image: the transforms act on the colour channels and the composite is taken after them, an
+    approximation of a platform that flattens first (the same pixels, a different order).
+
+    Args:
+        victim: a classifier or a :class:`~jndkit.victims.PanelVictim`.
+        alpha: ``[H,W]`` uint8 (as :class:`~jndkit.images.LoadedImage` holds it) or float in [0,1].
+        backgrounds: ``[(name, (r, g, b))]`` in [0,1] (:func:`parse_backgrounds`).
+    """
+
+    def __init__(self, victim: nn.Module, alpha: Any, backgrounds: Sequence[tuple[str, tuple[float, float, float]]],
+                 stack: bool = True) -> None:
+        super().__init__()
+        if not backgrounds:
+            raise InputError("AlphaComposite needs at least one background")
+        if not stack and len(backgrounds) != 1:
+            raise InputError(f"AlphaComposite(stack=False) takes one background, got {len(backgrounds)}")
+        a = torch.as_tensor(alpha)
+        a = a.float() / 255.0 if a.dtype == torch.uint8 else a.float()
+        if a.ndim != 2:
+            raise InputError(f"alpha must be [H,W], got shape {list(a.shape)}")
+        self.victim = victim
+        self.stack = stack
+        self.background_names = [n for n, _ in backgrounds]
+        self.register_buffer("alpha", a[None, None].clamp(0, 1), persistent=False)
+        self.register_buffer("backgrounds", torch.tensor([c for _, c in backgrounds]).view(-1, 1, 3, 1, 1),
+                             persistent=False)
+        self.name = getattr(victim, "name", "victim")
+
+    def composites(self, x: torch.Tensor) -> torch.Tensor:
+        """``[K,B,3,H,W]``: ``x`` over each background, rounded to 8-bit levels as a viewer's
+        8-bit composite is (Pillow's :func:`PIL.Image.alpha_composite` agrees to the level); the
+        rounding passes the gradient straight through."""
+        a: torch.Tensor = self.alpha  # type: ignore[assignment]
+        if a.shape[-2:] != x.shape[-2:]:
+            a = F.interpolate(a, size=x.shape[-2:], mode="area" if a.shape[-1] > x.shape[-1] else "bilinear")
+        bg: torch.Tensor = self.backgrounds  # type: ignore[assignment]
+        c = a * x[None] + (1 - a) * bg.to(x.dtype)
+        return c + (torch.round(c * 255.0) / 255.0 - c).detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [self.victim(c) for c in self.composites(x)]
+        if not self.stack:
+            return outs[0]  # type: ignore[no-any-return]
+        return torch.cat([o if o.ndim == 3 else o[:, None] for o in outs], dim=1)
+
+    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The victim's top-``k`` on the first background (what the record shows)."""
+        return self.victim.predict(self.composites(x)[0], k)  # type: ignore[operator,no-any-return]
+
+    def label(self, index: int) -> str:
+        return self.victim.label(index)  # type: ignore[operator,no-any-return]
+
+    def class_index(self, name_or_index: str | int) -> int:
+        return self.victim.class_index(name_or_index)  # type: ignore[operator,no-any-return]
 
 
 @dataclass
@@ -273,9 +373,20 @@ class Protector:
         lossy = out_fmt in ("jpg", "jpeg", "webp") or self.robust is not None or bool(self.suite.transforms)
         return self.lossy_method if lossy else self.method
 
-    def goal(self) -> Goal:
+    def goal(self, victim: nn.Module | None = None) -> Goal:
+        """The goal for ``victim`` (default: the protector's): a :class:`PanelGoal` over a panel's
+        members, or over the composites of a transparent photo (:class:`AlphaComposite`)."""
         g = parse_goal(self.config.goal, self.config.kappa)
-        return PanelGoal(inner=g) if isinstance(self.victim, PanelVictim) else g
+        v = self.victim if victim is None else victim
+        return PanelGoal(inner=g) if isinstance(v, (PanelVictim, AlphaComposite)) else g
+
+    def victim_for(self, alpha: Any = None) -> nn.Module:
+        """The victim that judges a photo with this alpha ``[H,W]`` (uint8): the protector's own for
+        an opaque photo (no alpha, or alpha 255 everywhere), else the photo as people see it, over
+        each background of ``config.background`` (:class:`AlphaComposite`)."""
+        if alpha is None or int(torch.as_tensor(alpha).min()) == 255:
+            return self.victim
+        return AlphaComposite(self.victim, alpha, parse_backgrounds(self.config.background)).to(self.config.device)
 
     def checks(self, out_fmt: str, height: int, width: int) -> list[Transform]:
         """What success must survive, each on its own: the upload suite's real transforms (those
@@ -297,10 +408,13 @@ class Protector:
         return [after_save(t) for t in steps]
 
     def protect_tensor(self, x: torch.Tensor, out_fmt: str = "png",
-                       progress: Callable[[int, int, dict[str, Any]], None] | None = None):  # type: ignore[no-untyped-def]
-        """Attack one image ``[3,H,W]``; returns the engine's :class:`~jndkit.attacks.AttackResult`."""
+                       progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+                       alpha: Any = None):  # type: ignore[no-untyped-def]
+        """Attack one image ``[3,H,W]`` (with its alpha ``[H,W]``, if any: then every composite of
+        :meth:`victim_for` must be fooled); returns the engine's :class:`~jndkit.attacks.AttackResult`."""
         x0 = quantize(x.to(self.config.device))[None]
-        return run_attack(self.method_for(out_fmt), self.victim, self.goal(), x0, max_iter=self.config.max_iter,
+        victim = self.victim_for(alpha)
+        return run_attack(self.method_for(out_fmt), victim, self.goal(victim), x0, max_iter=self.config.max_iter,
                           seed=self.config.seed, robust=self.checks(out_fmt, x.shape[-2], x.shape[-1]),
                           progress=progress)
 
@@ -313,15 +427,18 @@ class Protector:
         Returns (success on the file, margin over every check, protected top-5, success after the
         checks or None when there are none).
         """
-        reread = load_image(saved_path).rgb[None].to(self.config.device)
+        saved = load_image(saved_path)
+        reread = saved.rgb[None].to(self.config.device)
+        victim = self.victim_for(saved.alpha)  # a transparent file is judged as people see it
         x0 = quantize(clean[None].to(self.config.device))
-        goal = self.goal().bind(self.victim(x0), self.victim)
-        out = self.victim(reread)
+        goal = self.goal(victim).bind(victim(x0), victim)
+        out = victim(reread)
         ok = bool(goal.reached(out)[0])
         checks = self.checks("png", reread.shape[-2], reread.shape[-1])  # the file is already encoded
-        margin = float(robust_margin(self.victim, goal, reread, checks, outputs=out)[0])
+        margin = float(robust_margin(victim, goal, reread, checks, outputs=out)[0])
         robust_ok = (margin > goal.kappa) if checks else None
-        return ok, (margin if checks else float(goal.margin(out)[0])), self.victim.predict(reread)[0], robust_ok
+        top5 = victim.predict(reread)[0]  # type: ignore[operator]
+        return ok, (margin if checks else float(goal.margin(out)[0])), top5, robust_ok
 
     def protect_file(self, src: Path, out_dir: Path,
                      progress: Callable[[int, int, dict[str, Any]], None] | None = None,
@@ -344,22 +461,29 @@ class Protector:
                 raise OutputError(dst, "output would replace the input")
             img: LoadedImage = load_image(src)
             rec.width, rec.height = img.size
-            x = img.rgb
-            rec.clean_top5 = self.victim.predict(quantize(x)[None].to(self.config.device))[0]
+            x, alpha = img.rgb, img.alpha
+            if alpha is not None and dst.suffix.lower() not in ALPHA_SUFFIXES:
+                # the output format has no alpha: the file shows the photo as flattened on the first
+                # background, so that is the image attacked and written
+                name, colour = parse_backgrounds(self.config.background)[0]
+                x = AlphaComposite(nn.Identity(), alpha, [(name, colour)], stack=False)(x[None])[0]
+                alpha = None
+            victim = self.victim_for(alpha)
+            rec.clean_top5 = victim.predict(quantize(x)[None].to(self.config.device))[0]  # type: ignore[operator]
             fmt = dst.suffix.lstrip(".").lower()
-            res = self.protect_tensor(x, fmt, progress)
+            res = self.protect_tensor(x, fmt, progress, alpha=alpha)
             adv = res.x_adv[0].cpu()
             tmp = dst.with_name(f".{dst.stem}.jndkit-unverified{dst.suffix}")
             if tmp.exists():
                 tmp.unlink()
-            save_image(adv, tmp, quality=self.config.quality, alpha=img.alpha, info=img.info)
+            save_image(adv, tmp, quality=self.config.quality, alpha=alpha, info=img.info)
             rec.success_engine = bool(res.success[0])
             rec.iterations = int(res.iterations[0])
             rec.tries = int(res.tries[0])
             ok, margin, top5, robust_ok = self.verify(x, tmp)
             rec.success, rec.margin, rec.protected_top5, rec.robust_success = ok, margin, top5, robust_ok
             saved = load_image(tmp).rgb
-            self._measure(rec, quantize(x), saved)
+            self._measure(rec, quantize(x), saved, alpha)
             fooled = ok and (robust_ok is not False)
             if fooled:
                 _link_into_place(tmp, dst)
@@ -379,8 +503,9 @@ class Protector:
         rec.seconds = round(time.perf_counter() - t0, 3)
         return rec
 
-    def _measure(self, rec: ImageRecord, ref: torch.Tensor, saved: torch.Tensor) -> None:
-        """Quality numbers of the saved image and its protection matrix."""
+    def _measure(self, rec: ImageRecord, ref: torch.Tensor, saved: torch.Tensor, alpha: Any = None) -> None:
+        """Quality numbers of the saved image (its colour channels) and its protection matrix (for a
+        transparent photo, one row per model and background: ``mobilenet_v2 on white``)."""
         from . import metrics
         from .perception.jnd import share_above_jnd
         from .verify import protection_matrix
@@ -396,7 +521,11 @@ class Protector:
         rec.ciede2000_max = float(vals["ciede2000_max"][0])
         rec.above_jnd = float(share_above_jnd(ref[None], saved[None], "chou")[0])
         if self.suite.transforms or self.config.protective:
-            m = protection_matrix(ref, saved, self.members, self.suite)
+            judges = self.members
+            if self.victim_for(alpha) is not self.victim:
+                judges = {f"{n} on {b}": AlphaComposite(j, alpha, [(b, c)], stack=False)
+                          for b, c in parse_backgrounds(self.config.background) for n, j in self.members.items()}
+            m = protection_matrix(ref, saved, judges, self.suite)
             rec.matrix = m.to_json()
             rec.protection = m.summary()
 
