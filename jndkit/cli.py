@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import JndkitError
@@ -30,8 +32,50 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _resume_command(ctx: typer.Context) -> str:
+    """The command line that resumes this run: the arguments and the options given on the command
+    line, as given, plus ``--resume`` (built from the parsed parameters, so it is exact under any
+    shell or test runner)."""
+    words = ["jndkit", ctx.info_name or "protect"]
+    options: list[str] = []
+    for param in ctx.command.params:
+        name = param.name or ""
+        value = ctx.params.get(name)
+        if param.param_type_name == "argument":
+            words += [str(v) for v in (value or [])]
+            continue
+        source = ctx.get_parameter_source(name)
+        if name == "resume" or source is None or source.name != "COMMANDLINE":
+            continue
+        opt = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            secondary = getattr(param, "secondary_opts", [])
+            if secondary:
+                options.append(opt if value else max(secondary, key=len))
+            elif value:
+                options.append(opt)
+        else:
+            options += [opt, str(value)]
+    return shlex.join(words + options + ["--resume"])
+
+
+class _PhotoClock:
+    """Time left from the seconds per *finished* photo (iterations stop at the first success, so
+    an iteration budget says nothing about the time a photo takes)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def left(self, done: int, total: int) -> str:
+        if done == 0 or total <= done:
+            return "time left: after the first photo" if done == 0 else ""
+        secs = (time.monotonic() - self.start) / done * (total - done)
+        return f"about {int(secs // 60)}:{int(secs % 60):02d} left"
+
+
 @app.command()
 def protect(
+    ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Photos or folders of photos (folders are searched recursively)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing)."),
     model: Optional[str] = typer.Option(None, "--model",
@@ -71,10 +115,16 @@ def protect(
     resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
     html: bool = typer.Option(True, "--html/--no-html", help="Also write OUT.report/report.html (beside the output folder: it shows the originals)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    background: Optional[str] = typer.Option(None, "--background",
+                                             help="Colours a transparent photo is judged and attacked on, as people "
+                                                  "see it (default: white,black; a name, #RRGGBB or a comma list)."),
 ) -> None:
-    """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files)."""
+    """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files).
+
+    Ctrl-C stops after saying how many photos are finished and the command that resumes the run."""
     if task == "face":
         given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
+                 "--background": background,
                  "--research": research or None, "--no-html": None if html else True}
         bad = [k for k, v in given.items() if v is not None]
         if bad:
@@ -87,41 +137,30 @@ def protect(
         _fail(f"--task must be classify or face, got {task!r}")
     if gallery is not None:
         _fail("--gallery is for --task face")
-    from .protect import ProtectConfig, Protector, protect_paths, summarise
+    from .protect import ProtectConfig, Protector, summarise
 
     base = ProtectConfig.research() if research else ProtectConfig()
     changes: dict[str, Any] = {k: v for k, v in {
         "model": model, "method": method, "goal": goal, "upload": upload, "strength": strength, "jnd": jnd,
-        "kappa": kappa}.items() if v is not None}
+        "kappa": kappa, "background": background}.items() if v is not None}
     config = dataclasses.replace(base, weights=str(weights) if weights else None, preset=preset, max_iter=max_iter,
                                  format=fmt, quality=quality, robust=robust, seed=seed, **changes)
+    records: list[Any] = []
+    total = [0]
     try:
-        config.validate()
-        protector = Protector(config)
-    except JndkitError as e:
-        _fail(str(e))
-    records = []
-    quiet = as_json or not sys.stderr.isatty()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err, disable=quiet, transient=True) as bar:
-        files_task = bar.add_task("photos", total=None)
-        iter_task = bar.add_task("iterations", total=None)
-
-        def on_start(path: Path, i: int, n: int) -> None:
-            bar.update(files_task, total=n, completed=i, description=f"{path.name}")
-            bar.reset(iter_task)
-
-        def on_progress(step: int, total: int, info: dict[str, Any]) -> None:
-            bar.update(iter_task, total=total, completed=step)
-
         try:
-            for rec in protect_paths(paths, output, config, resume=resume, protector=protector,
-                                     on_start=on_start, progress=on_progress):
-                records.append(rec)
-                if not as_json:
-                    _print_record(rec)
+            config.validate()
+            protector = Protector(config)
         except JndkitError as e:
             _fail(str(e))
+        _run_protect(paths, output, config, resume, protector, as_json, records, total)
+    except KeyboardInterrupt:
+        done = len(records)
+        ok = sum(r.status == "protected" for r in records)
+        err.print(f"interrupted: {done}/{total[0] or '?'} photos finished ({ok} protected; the photo in hand "
+                  f"was not written); report: {Path(output) / 'report.json'}; resume with: {_resume_command(ctx)}",
+                  highlight=False)
+        raise typer.Exit(130) from None
     if html:
         from .report import write_html_report
 
@@ -147,6 +186,39 @@ def protect(
     err.print(line, highlight=False)
     bad = summary["failed"] + summary["errors"]
     raise typer.Exit(1 if bad else 0)
+
+
+def _run_protect(paths: list[Path], output: Path, config: Any, resume: bool, protector: Any, as_json: bool,
+                 records: list[Any], total: list[int]) -> None:
+    """The photo loop of ``protect``: a progress display on a terminal (photos done / total, elapsed,
+    time left from the seconds per finished photo; iterations of the photo in hand, which stop at
+    its first success), one record line per photo (plain text when stderr is not a terminal, so logs
+    show progress). Appends to ``records``; ``total[0]`` is the number of photos once known."""
+    from .protect import protect_paths
+
+    clock = _PhotoClock()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[left]}"), console=err, disable=not sys.stderr.isatty(),
+                  transient=True) as bar:
+        files_task = bar.add_task("photos", total=None, left="")
+        iter_task = bar.add_task("iterations (at most)", total=None, left="")
+
+        def on_start(path: Path, i: int, n: int) -> None:
+            total[0] = n
+            bar.update(files_task, total=n, completed=i, description=f"{path.name}", left=clock.left(i, n))
+            bar.reset(iter_task)
+
+        def on_progress(step: int, limit: int, info: dict[str, Any]) -> None:
+            bar.update(iter_task, total=limit, completed=step)
+
+        try:
+            for rec in protect_paths(paths, output, config, resume=resume, protector=protector,
+                                     on_start=on_start, progress=on_progress):
+                records.append(rec)
+                if not as_json:
+                    _print_record(rec, f"[{len(records)}/{total[0]}] ")
+        except JndkitError as e:
+            _fail(str(e))
 
 
 def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional[Path], method: str,
@@ -208,18 +280,19 @@ def _print_face_record(rec: Any) -> None:
                   f"{rec.seconds:.1f}s" + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
 
 
-def _print_record(rec: Any) -> None:
+def _print_record(rec: Any, count: str = "") -> None:
+    """One line per photo (``count``: its ``[i/n]`` position, so a log shows progress)."""
     name = Path(rec.input).name
     if rec.status == "error":
-        err.print(f"[red]✗[/red] {rec.error}", highlight=False)
+        err.print(f"{count}[red]✗[/red] {rec.error}", highlight=False)
     elif rec.status == "skipped":
-        err.print(f"[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
+        err.print(f"{count}[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
     else:
         before = rec.clean_top5[0][0] if rec.clean_top5 else "?"
         after = rec.protected_top5[0][0] if rec.protected_top5 else "?"
         mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
         psnr = "unchanged" if rec.psnr is None else f"{rec.psnr:.1f} dB"
-        err.print(f"{mark} {name}: {before} → {after}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
+        err.print(f"{count}{mark} {name}: {before} → {after}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
                   + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
                   + f"K={rec.iterations}  {rec.seconds:.1f}s"
                   + (f"  {rec.protection}" if rec.protection else "")
@@ -303,7 +376,9 @@ def samples(folder: Path = typer.Argument(Path("samples"), help="Where to write 
 @app.command("jnd-map")
 def jnd_map_cmd(
     image: Path = typer.Argument(..., help="Input photo."),
-    output: Path = typer.Option(..., "-o", "--output", help="Output PNG (a .npy with the raw map is written beside)."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Output PNG, or an existing folder (gets IMAGE's name .png); a .npy with the raw "
+                                     "map is written beside. Existing files are never overwritten."),
     model: str = typer.Option("namm", "--model", help="chou | namm | namm-colour | wu | colour-variance"),
 ) -> None:
     """Write a human JND threshold map of IMAGE (brighter = a larger change goes unnoticed)."""
@@ -312,10 +387,10 @@ def jnd_map_cmd(
 
     try:
         img = load_image(image)
-        info = save_jnd_map(img.rgb, output, model)
+        info = save_jnd_map(img.rgb, output, model, stem=image.stem)
     except JndkitError as e:
         _fail(str(e), 1)
-    out.print(f"{output}: {model} JND map, mean {info['mean_levels']:.2f} grey levels "
+    out.print(f"{info['png']}: {model} JND map, mean {info['mean_levels']:.2f} grey levels "
               f"(min {info['min_levels']:.2f}, max {info['max_levels']:.2f}); raw map: {info['npy']}", highlight=False)
 
 

@@ -150,22 +150,45 @@ red = still recognised.</p>
     return path
 
 
-def save_jnd_map(rgb: torch.Tensor, output: Path, model: str = "namm") -> dict[str, Any]:
+def save_jnd_map(rgb: torch.Tensor, output: Path, model: str = "namm", *, stem: str = "jnd_map") -> dict[str, Any]:
     """Compute a human JND map of ``rgb`` ``[3,H,W]`` and write it as a PNG (scaled so 20 grey
-    levels is white) plus the raw map ``[3,H,W]`` in [0,1] units as ``.npy``."""
+    levels is white) plus the raw map ``[3,H,W]`` in [0,1] units as ``.npy`` beside it.
+
+    ``output`` is the image path (a suffix other than .png/.tif/.tiff/.webp becomes .png) or an
+    existing folder, which then receives ``<stem>.png`` and ``<stem>.npy``. Nothing is ever
+    overwritten: both names are checked before anything is written, and each file is written
+    atomically (a temporary file renamed into place).
+
+    Returns:
+        ``png`` and ``npy`` paths, ``mean_levels``, ``min_levels``, ``max_levels`` (grey levels).
+
+    Raises:
+        OutputError: the PNG or the .npy exists already (naming it), or the folder cannot be written.
+    """
+    import io
+
+    from .errors import OutputError
+    from .jsonio import write_bytes_atomic
     from .perception import jnd_map
 
+    output = Path(output)
+    if output.is_dir():
+        output = output / f"{stem}.png"
+    elif output.suffix.lower() not in (".png", ".tif", ".tiff", ".webp"):
+        output = output.with_suffix(".png")
+    npy = output.with_suffix(".npy")
+    for path in (output, npy):
+        if path.exists():
+            raise OutputError(path, "already exists; not overwritten (choose another -o or remove it)")
     with torch.no_grad():
         j = jnd_map(rgb[None], model)[0]
     levels = j * 255.0
     img = (levels / 20.0).clamp(0, 1)
     if img.shape[0] == 1:
         img = img.expand(3, -1, -1)
-    output = Path(output)
-    if output.suffix.lower() not in (".png", ".tif", ".tiff", ".webp"):
-        output = output.with_suffix(".png")
+    buf = io.BytesIO()
+    np.save(buf, j.cpu().numpy())
     save_image(img, output)
-    npy = output.with_suffix(".npy")
-    np.save(npy, j.cpu().numpy())
+    write_bytes_atomic(buf.getvalue(), npy, overwrite=False)
     return {"png": str(output), "npy": str(npy), "mean_levels": float(levels.mean()),
             "min_levels": float(levels.min()), "max_levels": float(levels.max())}

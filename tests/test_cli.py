@@ -125,7 +125,8 @@ def test_unwritable_output_folder(tmp_path):
                                       (["--robust", "jpeg:0"], "robust"), (["--strength", "loud"], "strength must be"),
                                       (["--upload", "jpeg200"], "upload"), (["--max-iter", "0"], "max_iter must be >= 1"),
                                       (["--research", "--strength", "strong"], "--strength sets the human-JND budget"),
-                                      (["--jnd", "nope"], "jnd must be one of")])
+                                      (["--jnd", "nope"], "jnd must be one of"),
+                                      (["--background", "nope"], "background must be a colour")])
 def test_bad_options_are_clear_errors(tmp_path, args, msg):
     src = _write_photo(tmp_path / "a.png")
     result = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), *args])
@@ -191,7 +192,7 @@ def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tm
 
 
 @pytest.mark.parametrize("opt", [["--model", "mobilenet_v2"], ["--strength", "subtle"], ["--upload", "none"],
-                                 ["--no-html"]])
+                                 ["--no-html"], ["--background", "white"]])
 def test_options_that_do_not_apply_to_faces_are_errors(tmp_path, opt):
     src = _write_photo(tmp_path / "a.png")
     r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opt])

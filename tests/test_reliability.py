@@ -128,3 +128,129 @@ def test_output_without_alpha_is_the_photo_flattened_on_the_first_background(tmp
 def test_bad_background_is_refused(spec):
     with pytest.raises(InputError, match="background"):
         ProtectConfig(background=spec).validate()
+
+
+# ------------------------------------------------------------------------------------ item 7
+
+from typer.testing import CliRunner  # noqa: E402
+
+from jndkit.cli import app  # noqa: E402
+
+runner = CliRunner()
+
+
+def _photo(path: Path, name: str = "chelsea", size: tuple[int, int] = (160, 120)) -> Path:
+    Image.fromarray(sample_array(name)).resize(size, Image.LANCZOS).save(path)
+    return path
+
+
+def test_jnd_map_into_an_existing_folder_uses_the_image_name(tmp_path):
+    from jndkit.perception import jnd_map
+
+    src = _photo(tmp_path / "cat.png")
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    r = runner.invoke(app, ["jnd-map", str(src), "-o", str(folder), "--model", "chou"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in folder.iterdir()) == ["cat.npy", "cat.png"]
+    assert not (tmp_path / "maps.png").exists()
+    raw = np.load(folder / "cat.npy")
+    assert np.allclose(raw, jnd_map(load_image(src).rgb[None], "chou")[0].numpy(), atol=1e-6)
+    png = np.asarray(Image.open(folder / "cat.png")).astype(np.float64)
+    want = np.clip(raw[0] * 255.0 / 20.0, 0, 1) * 255.0  # 20 grey levels of threshold = white
+    assert np.abs(png[:, :, 0] - want).max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("existing", ["map.png", "map.npy"])
+def test_jnd_map_never_overwrites_and_names_the_file(tmp_path, existing):
+    src = _photo(tmp_path / "cat.png")
+    (tmp_path / existing).write_bytes(b"mine")
+    r = runner.invoke(app, ["jnd-map", str(src), "-o", str(tmp_path / "map.png"), "--model", "chou"])
+    assert r.exit_code == 1
+    assert str(tmp_path / existing) in r.output and "already exists" in r.output
+    assert (tmp_path / existing).read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cat.png", existing])  # nothing else written
+
+
+# ------------------------------------------------------------------------------------ item 15
+
+
+def _three_photos(folder: Path) -> Path:
+    folder.mkdir()
+    _photo(folder / "a.png", "chelsea")
+    _photo(folder / "b.png", "coffee")
+    _photo(folder / "c.png", "astronaut", (128, 128))
+    return folder
+
+
+def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, monkeypatch):
+    import shlex
+
+    from jndkit.protect import Protector as P
+
+    src = _three_photos(tmp_path / "in")
+    out = tmp_path / "out"
+    real = P.protect_file
+    calls = []
+
+    def interrupted_on_the_second(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(P, "protect_file", interrupted_on_the_second)
+    args = ["protect", str(src), "--output", str(out), "--research", "--max-iter", "150", "--no-html"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 130, r.output
+    lines = [ln for ln in r.output.splitlines() if "interrupted" in ln]
+    assert len(lines) == 1 and "1/3 photos finished (1 protected" in lines[0], r.output
+    command = lines[0].split("resume with: ", 1)[1]
+    words = shlex.split(command)
+    assert words[:2] == ["jndkit", "protect"] and words[-1] == "--resume"
+    assert sorted(words[2:-1]) == sorted(args[1:])  # every argument and option given, nothing else
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "report.json"]  # nothing half-done left
+
+    monkeypatch.setattr(P, "protect_file", real)
+    again = runner.invoke(app, words[1:])
+    assert again.exit_code == 0, again.output
+    assert "2/3 protected, 1 skipped" in again.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "report.json"]
+
+
+def test_resume_command_keeps_flags_and_quotes_paths(tmp_path, monkeypatch):
+    import shlex
+
+    from jndkit.protect import Protector as P
+
+    src = tmp_path / "my photos"
+    src.mkdir()
+    _photo(src / "a b.png")
+    monkeypatch.setattr(P, "protect_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    r = runner.invoke(app, ["protect", str(src / "a b.png"), "-o", str(tmp_path / "o"), "--research", "--no-html",
+                            "--background", "grey", "--seed", "3"])
+    assert r.exit_code == 130
+    words = shlex.split(r.output.split("resume with: ", 1)[1].strip())
+    assert str(src / "a b.png") in words and "--no-html" in words and words[words.index("--background") + 1] == "grey"
+    assert words[words.index("--seed") + 1] == "3" and "0/1 photos finished" in r.output
+
+
+def test_one_plain_line_per_photo_when_stderr_is_not_a_terminal(tmp_path):
+    src = _three_photos(tmp_path / "in")
+    r = runner.invoke(app, ["protect", str(src), "-o", str(tmp_path / "out"), "--research", "--max-iter", "150",
+                            "--no-html"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.startswith("[")]
+    assert [ln.split(" ", 1)[0] for ln in lines] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert [ln.split()[2] for ln in lines] == ["a.png:", "b.png:", "c.png:"]
+    assert "\x1b[" not in r.output  # plain text: no terminal codes in a log
+
+
+def test_time_left_comes_from_seconds_per_finished_photo(monkeypatch):
+    from jndkit import cli
+
+    clock = cli._PhotoClock()
+    clock.start -= 30.0  # two photos took 30 s
+    assert clock.left(2, 10) == "about 2:00 left"  # 15 s per photo, 8 to go
+    assert clock.left(0, 10) == "time left: after the first photo"
+    assert clock.left(10, 10) == ""
