@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
+from jndkit.cli import app
 from jndkit.errors import InputError
 from jndkit.goals import Untargeted
 from jndkit.images import load_image
@@ -132,10 +134,6 @@ def test_bad_background_is_refused(spec):
 
 # ------------------------------------------------------------------------------------ item 7
 
-from typer.testing import CliRunner  # noqa: E402
-
-from jndkit.cli import app  # noqa: E402
-
 runner = CliRunner()
 
 
@@ -186,11 +184,9 @@ def _three_photos(folder: Path) -> Path:
 def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, monkeypatch):
     import shlex
 
-    from jndkit.protect import Protector as P
-
     src = _three_photos(tmp_path / "in")
     out = tmp_path / "out"
-    real = P.protect_file
+    real = Protector.protect_file
     calls = []
 
     def interrupted_on_the_second(self, path, *args, **kwargs):
@@ -199,7 +195,7 @@ def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, mon
             raise KeyboardInterrupt
         return real(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(P, "protect_file", interrupted_on_the_second)
+    monkeypatch.setattr(Protector, "protect_file", interrupted_on_the_second)
     args = ["protect", str(src), "--output", str(out), "--research", "--max-iter", "150", "--no-html"]
     r = runner.invoke(app, args)
     assert r.exit_code == 130, r.output
@@ -211,7 +207,7 @@ def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, mon
     assert sorted(words[2:-1]) == sorted(args[1:])  # every argument and option given, nothing else
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "report.json"]  # nothing half-done left
 
-    monkeypatch.setattr(P, "protect_file", real)
+    monkeypatch.setattr(Protector, "protect_file", real)
     again = runner.invoke(app, words[1:])
     assert again.exit_code == 0, again.output
     assert "2/3 protected, 1 skipped" in again.output
@@ -221,12 +217,10 @@ def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, mon
 def test_resume_command_keeps_flags_and_quotes_paths(tmp_path, monkeypatch):
     import shlex
 
-    from jndkit.protect import Protector as P
-
     src = tmp_path / "my photos"
     src.mkdir()
     _photo(src / "a b.png")
-    monkeypatch.setattr(P, "protect_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(Protector, "protect_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     r = runner.invoke(app, ["protect", str(src / "a b.png"), "-o", str(tmp_path / "o"), "--research", "--no-html",
                             "--background", "grey", "--seed", "3"])
     assert r.exit_code == 130
