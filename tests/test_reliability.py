@@ -248,3 +248,21 @@ def test_time_left_comes_from_seconds_per_finished_photo(monkeypatch):
     assert clock.left(2, 10) == "about 2:00 left"  # 15 s per photo, 8 to go
     assert clock.left(0, 10) == "time left: after the first photo"
     assert clock.left(10, 10) == ""
+
+
+def test_outputs_carry_no_exif_or_gps_as_the_readme_says(tmp_path, mobilenet):
+    src = tmp_path / "gps.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    exif[0x0132] = "2026:01:01 12:00:00"  # DateTime
+    exif.get_ifd(0x8825)[2] = (48.0, 51.0, 30.0)  # GPSLatitude
+    Image.fromarray(sample_array("chelsea")).resize((160, 120), Image.LANCZOS).save(src, exif=exif, quality=95)
+    with Image.open(src) as im:
+        assert im.getexif()[0x010F] == "PhoneMaker" and im.getexif().get_ifd(0x8825)  # the input has them
+    out = tmp_path / "out"
+    out.mkdir()
+    for fmt in ("png", "jpg"):
+        rec = Protector(ProtectConfig.research(format=fmt), victim=mobilenet).protect_file(src, out)
+        assert rec.status == "protected", rec.error
+        with Image.open(out / f"gps.{fmt}") as im:
+            assert len(im.getexif()) == 0 and "exif" not in im.info
