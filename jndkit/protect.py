@@ -471,7 +471,9 @@ class Protector:
             victim = self.victim_for(alpha)
             rec.clean_top5 = victim.predict(quantize(x)[None].to(self.config.device))[0]  # type: ignore[operator]
             fmt = dst.suffix.lstrip(".").lower()
-            res = self.protect_tensor(x, fmt, progress, alpha=alpha)
+            # alpha only when there is one: subclasses written before it (proxy benchmarks) keep working
+            res = (self.protect_tensor(x, fmt, progress) if alpha is None
+                   else self.protect_tensor(x, fmt, progress, alpha=alpha))
             adv = res.x_adv[0].cpu()
             tmp = dst.with_name(f".{dst.stem}.jndkit-unverified{dst.suffix}")
             if tmp.exists():
@@ -483,7 +485,10 @@ class Protector:
             ok, margin, top5, robust_ok = self.verify(x, tmp)
             rec.success, rec.margin, rec.protected_top5, rec.robust_success = ok, margin, top5, robust_ok
             saved = load_image(tmp).rgb
-            self._measure(rec, quantize(x), saved, alpha)
+            if alpha is None:
+                self._measure(rec, quantize(x), saved)
+            else:
+                self._measure(rec, quantize(x), saved, alpha)
             fooled = ok and (robust_ok is not False)
             if fooled:
                 _link_into_place(tmp, dst)

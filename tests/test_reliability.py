@@ -266,3 +266,23 @@ def test_outputs_carry_no_exif_or_gps_as_the_readme_says(tmp_path, mobilenet):
         assert rec.status == "protected", rec.error
         with Image.open(out / f"gps.{fmt}") as im:
             assert len(im.getexif()) == 0 and "exif" not in im.info
+
+
+def test_subclasses_with_the_old_protect_tensor_signature_still_protect_opaque_photos(tmp_path, mobilenet):
+    """benchmarks/bench_large.py and tests/test_proxy.py override protect_tensor(x, out_fmt, progress)
+    and _measure(rec, ref, saved): an opaque photo must not pass them the alpha."""
+    seen = []
+
+    class Old(Protector):
+        def protect_tensor(self, x, out_fmt="png", progress=None):  # type: ignore[no-untyped-def, override]
+            seen.append("attack")
+            return super().protect_tensor(x, out_fmt, progress)
+
+        def _measure(self, rec, ref, saved):  # type: ignore[no-untyped-def, override]
+            seen.append("measure")
+            super()._measure(rec, ref, saved)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = Old(ProtectConfig.research(), victim=mobilenet).protect_file(_photo(tmp_path / "a.png"), out)
+    assert rec.status == "protected" and seen == ["attack", "measure"], rec.error
