@@ -128,6 +128,27 @@ def test_proxy_image_gradient_reaches_the_proxy_and_matches_autograd_by_hand() -
     assert float(v.grad.abs().sum()) > 0  # type: ignore[union-attr]
 
 
+def test_saturated_pixels_keep_their_full_gradient_and_the_image_stays_in_the_box() -> None:
+    x0 = torch.zeros(1, 3, 40, 40)
+    x0[..., :20] = 1.0  # white half, black half: every change on one side is clipped by the box
+    x0[..., 20:, :] = 254 / 255
+    full = torch.full_like(x0, 4 / 255)
+    p = ProxyDelta((10, 10))
+    p.init(x0, {}, {FULL_BOUND: full}, torch.Generator())
+    v = torch.zeros(1, 3, 10, 10, requires_grad=True)  # on the limit where x0 is 0 or 1
+    w = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(7))
+    (p.image(v, x0) * w).sum().backward()
+    u = torch.zeros(1, 3, 10, 10, requires_grad=True)
+    (upscale(u, (40, 40)) * w).sum().backward()
+    assert torch.allclose(v.grad, u.grad, atol=1e-6)  # the full gradient, not half of it  # type: ignore[arg-type]
+    with torch.no_grad():
+        up = p.image(torch.ones(1, 3, 10, 10), x0)
+        down = p.image(-torch.ones(1, 3, 10, 10), x0)
+    assert float(up.max()) == 1.0 and float(down.min()) == 0.0  # exactly inside [0,1]
+    assert torch.allclose(up[..., 20:, 20:], torch.ones(1, 3, 20, 20))  # 254 + 4 levels clipped at 255
+    assert torch.allclose(down[..., 20:, 20:], torch.full((1, 3, 20, 20), 250 / 255))
+
+
 def test_proxy_delta_finds_each_photo_after_compaction_and_refuses_strangers() -> None:
     g = torch.Generator().manual_seed(4)
     x0 = quantize(torch.rand(3, 3, 40, 40, generator=g))
@@ -211,12 +232,15 @@ def test_twelve_megapixel_photo_is_protected_end_to_end(tmp_path: Path) -> None:
     from jndkit.protect import ProtectConfig, Protector, protect_paths
 
     class ProxyProtector(Protector):
-        def protect_tensor(self, x, out_fmt="png", progress=None):  # type: ignore[no-untyped-def]
-            x0 = quantize(x.to(self.config.device))[None]
-            method = on_proxy(self.method_for(out_fmt), x.shape[-2], x.shape[-1])
-            return run_attack(method, self.victim, self.goal(), x0, max_iter=self.config.max_iter,
-                              seed=self.config.seed, robust=self.checks(out_fmt, x.shape[-2], x.shape[-1]),
-                              progress=progress)
+        size: tuple[int, int] | None = None
+
+        def protect_tensor(self, x, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.size = (x.shape[-2], x.shape[-1])
+            return super().protect_tensor(x, *args, **kwargs)
+
+        def method_for(self, out_fmt):  # type: ignore[no-untyped-def]
+            assert self.size is not None
+            return on_proxy(super().method_for(out_fmt), *self.size)
 
     x = _big_photo("chelsea", 3000, 4000)
     src = tmp_path / "big.png"

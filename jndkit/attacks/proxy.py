@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,41 @@ def upscale(v: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(v, size=size, mode="bilinear", align_corners=False)
 
 
+class _ClampInto(torch.autograd.Function):
+    """``clamp(u, lo, hi)`` with tensor limits, whose gradient is the identity wherever
+    ``lo <= u <= hi`` (limits included) and zero outside.
+
+    Written out because ``torch.clamp`` with tensor limits halves the gradient at a tie (it
+    shares it with the limits), and a value sitting exactly on a limit (a saturated pixel with
+    ``v = 0``) must keep its full gradient to move back inside, as :class:`~.engine.Delta` with
+    ``grad_at_bounds`` does. One pass forward, one masked pass backward (at 12 MP each full-size
+    pass costs about 60 ms on one core, so the count matters).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u, lo, hi)
+        return torch.clamp(u, lo, hi)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        u, lo, hi = ctx.saved_tensors
+        return g * ((u >= lo) & (u <= hi)), None, None
+
+
+def change_limits(x0: torch.Tensor, bound: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)`` with ``clamp(x0 + clamp(d, -bound, bound), 0, 1) == x0 + clamp(d, lo, hi)``:
+    ``lo = max(-bound, -x0)``, ``hi = min(bound, 1 - x0)`` (both intervals hold 0, so the two
+    clamps fold into one). ``hi`` is lowered by one float step where ``x0 + hi`` would round
+    above 1, so the image stays inside [0,1] exactly."""
+    lo = torch.maximum(-bound, -x0)
+    hi = torch.minimum(bound, 1.0 - x0)
+    over = (x0 + hi) > 1.0
+    if bool(over.any()):
+        hi = torch.where(over, torch.nextafter(hi, torch.full_like(hi, -1.0)), hi)
+    return lo, hi
+
+
 class ProxyDelta:
     """The engine parametrisation of a perturbation optimised on a proxy.
 
@@ -95,41 +131,45 @@ class ProxyDelta:
     ``[B,3,H,W]``, where ``bound`` is the full-resolution budget ``extras['full_bound']`` that
     :meth:`init` receives (a whole number of 8-bit levels per value, see
     :func:`~.transfer.jnd_budget`), so rounding the image to 8 bits keeps ``|x - x0| <= bound``.
+    It is computed as ``x0 + clamp(upscale(v), lo, hi)`` (:func:`change_limits`, the same
+    value in three full-size passes instead of six). The gradient is the identity wherever the
+    change is inside its limits, limits included (as :class:`~.engine.Delta` with
+    ``grad_at_bounds=True``), and zero where the budget or the [0,1] box clips it.
 
     The engine's ``image(v, x0)`` gets no extras, so :meth:`init` remembers each clean photo with
-    its budget and :meth:`image` finds a photo's budget by comparing pixel values (the engine hands
+    its limits and :meth:`image` finds a photo's limits by comparing pixel values (the engine hands
     it row subsets of the batch that :meth:`init` saw, in any order after compaction). The memory is
     replaced at every :meth:`init` (one run of the engine).
 
     Args:
         size: ``(h, w)`` of the proxy.
-        grad_at_bounds: as :class:`~.engine.Delta`: a value exactly at 0 or 1 keeps the identity
-            gradient (so a saturated pixel can move back inside); further out it gets none.
     """
 
-    def __init__(self, size: tuple[int, int], grad_at_bounds: bool = True) -> None:
+    def __init__(self, size: tuple[int, int]) -> None:
         if len(size) != 2 or min(size) < 1:
             raise InputError(f"proxy size must be (h, w) with h, w >= 1, got {size!r}")
         self.size = (int(size[0]), int(size[1]))
-        self.grad_at_bounds = bool(grad_at_bounds)
-        self._photos: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._last: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._photos: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._last: tuple[torch.Tensor, int, torch.Tensor, torch.Tensor] | None = None
 
     def __repr__(self) -> str:
-        return f"ProxyDelta(size={self.size}, grad_at_bounds={self.grad_at_bounds})"
+        return f"ProxyDelta(size={self.size})"
 
     def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
              gen: torch.Generator) -> torch.Tensor:
-        """Remember ``x0`` ``[B,3,H,W]`` with ``extras['full_bound']`` and return the starting
-        ``v`` ``[B,3,h,w]``: zero, or uniform in ``±random_start``, or in ``±init_scale *
+        """Remember ``x0`` ``[B,3,H,W]`` with the limits of ``extras['full_bound']`` and return the
+        starting ``v`` ``[B,3,h,w]``: zero, or uniform in ``±random_start``, or in ``±init_scale *
         extras['bound']`` (the proxy budget), drawing from ``gen`` exactly as :class:`~.engine.Delta`."""
         full = extras.get(FULL_BOUND)
         if full is None or full.shape != x0.shape:
             got = "none" if full is None else list(full.shape)
             raise InputError(f"ProxyDelta needs extras[{FULL_BOUND!r}] shaped like the photo {list(x0.shape)}, got {got} "
                              "(build the method with on_proxy)")
-        self._photos = [(x0[i], full[i]) for i in range(x0.shape[0])]
+        self._photos = []
         self._last = None
+        for i in range(x0.shape[0]):
+            lo, hi = change_limits(x0[i], full[i].to(x0.dtype))
+            self._photos.append((x0[i], lo, hi))
         shape = (x0.shape[0], x0.shape[1], *self.size)
         r = float(params.get("random_start", 0.0))
         s = float(params.get("init_scale", 0.0))
@@ -141,43 +181,45 @@ class ProxyDelta:
             return (2 * u - 1) * s * extras["bound"]
         return torch.zeros(shape, dtype=x0.dtype, device=x0.device)
 
-    def bound_for(self, x0: torch.Tensor) -> torch.Tensor:
-        """The full-resolution budget ``[B,3,H,W]`` of the photos ``x0`` (rows of the batch that
-        :meth:`init` saw, in any order).
+    def limits_for(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lo, hi)`` ``[B,3,H,W]`` of the photos ``x0`` (rows of the batch that :meth:`init`
+        saw, in any order): the change ``x - x0`` allowed per value.
 
         Raises:
             InputError: a photo that :meth:`init` did not see.
         """
         last = self._last
         if last is not None and last[0] is x0 and last[1] == x0._version:
-            return last[2]
-        rows: list[torch.Tensor] = []
+            return last[2], last[3]
+        los: list[torch.Tensor] = []
+        his: list[torch.Tensor] = []
         for i in range(x0.shape[0]):
             found = None
             # the engine keeps rows in order, so try the same position first
             order = ([i] if i < len(self._photos) else []) + list(range(len(self._photos)))
             for j in order:
-                p, b = self._photos[j]
-                if p.shape == x0[i].shape and torch.equal(p, x0[i]):
-                    found = b
+                p = self._photos[j]
+                if p[0].shape == x0[i].shape and torch.equal(p[0], x0[i]):
+                    found = p
                     break
             if found is None:
                 raise InputError(f"ProxyDelta.image: photo {i} of the batch was not given to init (call init first)")
-            rows.append(found)
-        bound = torch.stack(rows).to(device=x0.device, dtype=x0.dtype)
-        self._last = (x0, x0._version, bound)
-        return bound
+            los.append(found[1])
+            his.append(found[2])
+        if len(los) == 1:
+            lo, hi = los[0][None], his[0][None]
+        else:
+            lo, hi = torch.stack(los), torch.stack(his)
+        lo, hi = lo.to(device=x0.device, dtype=x0.dtype), hi.to(device=x0.device, dtype=x0.dtype)
+        self._last = (x0, x0._version, lo, hi)
+        return lo, hi
 
     def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """``clamp(x0 + clamp(upscale(v), -bound, bound), 0, 1)``: ``v`` ``[B,3,h,w]``, ``x0`` and
         the result ``[B,3,H,W]`` in [0,1]."""
-        b = self.bound_for(x0)
-        d = upscale(v, tuple(x0.shape[-2:]))  # type: ignore[arg-type]
-        y = x0 + torch.maximum(torch.minimum(d, b), -b)
-        if not self.grad_at_bounds:
-            return y.clamp(0.0, 1.0)
-        inside = ((y >= -1e-6) & (y <= 1.0 + 1e-6)).to(y.dtype)
-        return y.detach().clamp(0.0, 1.0) + (y - y.detach()) * inside
+        lo, hi = self.limits_for(x0)
+        u = upscale(v, (int(x0.shape[-2]), int(x0.shape[-1])))
+        return _ClampInto.apply(u, lo, hi) + x0  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +291,7 @@ def on_proxy(method: Method, height: int, width: int, proxy_long: int = PROXY_LO
     size = proxy_size(height, width, int(proxy_long))
     return dataclasses.replace(
         method,
-        parametrisation=ProxyDelta(size, grad_at_bounds=method.parametrisation.grad_at_bounds),
+        parametrisation=ProxyDelta(size),
         projection=project_proxy_bound,
         prepare=_proxy_prepare(method.prepare, size),
         input_transform=ProxyView(size, method.input_transform),
