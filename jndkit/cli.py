@@ -59,6 +59,15 @@ def _resume_command(ctx: typer.Context) -> str:
     return shlex.join(words + options + ["--resume"])
 
 
+def _interrupted(ctx: typer.Context, output: Path, records: list[Any], total: int) -> None:
+    """Ctrl-C: one line with the photos finished and the command that resumes the run; exit 130."""
+    ok = sum(r.status == "protected" for r in records)
+    err.print(f"interrupted: {len(records)}/{total or '?'} photos finished ({ok} protected; the photo in hand "
+              f"was not written); report: {Path(output) / 'report.json'}; resume with: {_resume_command(ctx)}",
+              highlight=False)
+    raise typer.Exit(130)
+
+
 class _PhotoClock:
     """Time left from the seconds per *finished* photo (iterations stop at the first success, so
     an iteration budget says nothing about the time a photo takes)."""
@@ -130,8 +139,13 @@ def protect(
         if bad:
             _fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task face "
                   "(face protection uses MTCNN and dlib's recogniser and writes report.json only)")
-        _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt, quality, robust,
-                       resume, kappa, as_json)
+        face_records: list[Any] = []
+        face_total = [0]
+        try:
+            _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt, quality,
+                           robust, resume, kappa, as_json, face_records, face_total)
+        except KeyboardInterrupt:
+            _interrupted(ctx, output, face_records, face_total[0])
         return
     if task != "classify":
         _fail(f"--task must be classify or face, got {task!r}")
@@ -155,12 +169,7 @@ def protect(
             _fail(str(e))
         _run_protect(paths, output, config, resume, protector, as_json, records, total)
     except KeyboardInterrupt:
-        done = len(records)
-        ok = sum(r.status == "protected" for r in records)
-        err.print(f"interrupted: {done}/{total[0] or '?'} photos finished ({ok} protected; the photo in hand "
-                  f"was not written); report: {Path(output) / 'report.json'}; resume with: {_resume_command(ctx)}",
-                  highlight=False)
-        raise typer.Exit(130) from None
+        _interrupted(ctx, output, records, total[0])
     if html:
         from .report import write_html_report
 
@@ -223,11 +232,12 @@ def _run_protect(paths: list[Path], output: Path, config: Any, resume: bool, pro
 
 def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional[Path], method: str,
                    preset: Optional[str], max_iter: Optional[int], seed: int, fmt: str, quality: int, robust: str,
-                   resume: bool, kappa: Optional[float], as_json: bool) -> None:
-    """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`)."""
+                   resume: bool, kappa: Optional[float], as_json: bool, records: list[Any],
+                   total: list[int]) -> None:
+    """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`).
+    Appends to ``records``; ``total[0]`` is the number of photos once known (for Ctrl-C)."""
     from .face.protect import protect_face_paths, summarise
 
-    records = []
     quiet = as_json or not sys.stderr.isatty()
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -236,6 +246,7 @@ def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Optional
             iter_task = bar.add_task("iterations", total=None)
 
             def on_start(path: Path, i: int, n: int) -> None:
+                total[0] = n
                 bar.update(files_task, total=n, completed=i, description=path.name)
                 bar.reset(iter_task)
 

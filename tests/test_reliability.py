@@ -286,3 +286,23 @@ def test_subclasses_with_the_old_protect_tensor_signature_still_protect_opaque_p
     out.mkdir()
     rec = Old(ProtectConfig.research(), victim=mobilenet).protect_file(_photo(tmp_path / "a.png"), out)
     assert rec.status == "protected" and seen == ["attack", "measure"], rec.error
+
+
+def test_ctrl_c_in_face_protection_says_how_to_resume(tmp_path, monkeypatch):
+    import shlex
+
+    import jndkit.face.protect as face_protect
+
+    def interrupted(paths, output, **kw):  # type: ignore[no-untyped-def]
+        kw["on_start"](Path(paths[0]), 0, 4)
+        raise KeyboardInterrupt
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(face_protect, "protect_face_paths", interrupted)
+    src = _photo(tmp_path / "me.png")
+    r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), "--goal", "hide"])
+    assert r.exit_code == 130, r.output
+    assert "interrupted: 0/4 photos finished" in r.output
+    words = shlex.split(r.output.split("resume with: ", 1)[1].strip())
+    assert words[:2] == ["jndkit", "protect"] and words[-1] == "--resume"
+    assert words[words.index("--task") + 1] == "face" and words[words.index("--goal") + 1] == "hide"
