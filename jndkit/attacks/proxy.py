@@ -100,12 +100,12 @@ class _ClampInto(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, u: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(u, lo, hi)
         return torch.clamp(u, lo, hi)
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         u, lo, hi = ctx.saved_tensors
         return g * ((u >= lo) & (u <= hi)), None, None
 
@@ -163,8 +163,8 @@ class ProxyDelta:
         full = extras.get(FULL_BOUND)
         if full is None or full.shape != x0.shape:
             got = "none" if full is None else list(full.shape)
-            raise InputError(f"ProxyDelta needs extras[{FULL_BOUND!r}] shaped like the photo {list(x0.shape)}, got {got} "
-                             "(build the method with on_proxy)")
+            raise InputError(f"ProxyDelta needs extras[{FULL_BOUND!r}] shaped like the photo {list(x0.shape)}, "
+                             f"got {got} (build the method with on_proxy)")
         self._photos = []
         self._last = None
         for i in range(x0.shape[0]):
