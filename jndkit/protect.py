@@ -16,15 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import __version__
@@ -35,7 +33,6 @@ from .images import (
     LoadedImage,
     decode_bytes,
     encode_image,
-    find_images,
     load_image,
     output_path,
     quantize,
@@ -45,7 +42,15 @@ from .attacks.engine import Transform, robust_margin
 from .attacks.transfer import STRENGTHS, with_jnd_model
 from .perception import JND_MODELS
 from .transforms import UploadSuite, get_suite
+from .pipeline import (
+    _link_into_place,
+    check_report_path,
+    plan_outputs,
+    prepare_run,
+    write_json_atomic,
+)
 from .victims import ClassifierVictim, PanelVictim, is_panel, load_panel, load_victim
+from .victims.composite import AlphaComposite, parse_backgrounds
 
 DEFAULT_MODEL = "imagenet"
 DEFAULT_METHOD = "shield"
@@ -196,97 +201,6 @@ def reencode(fmt: str, quality: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return torch.stack(out).to(x.device)
 
     return transform
-
-
-def parse_backgrounds(spec: str) -> list[tuple[str, tuple[float, float, float]]]:
-    """``white,black`` (or any comma list of colours Pillow's :func:`PIL.ImageColor.getrgb` reads:
-    ``grey``, ``#1e90ff``, ``rgb(40,40,40)``) -> ``[(name, (r, g, b) in [0,1])]``.
-
-    Raises:
-        InputError: an empty list or a colour Pillow does not know.
-    """
-    from PIL import ImageColor
-
-    out: list[tuple[str, tuple[float, float, float]]] = []
-    for word in [w.strip() for w in (spec or "").split(",")]:
-        if not word:
-            continue
-        try:
-            rgb = ImageColor.getrgb(word)
-        except ValueError:
-            raise InputError(f"background must be a colour name, #RRGGBB or rgb(R,G,B) (comma list), got {word!r}") from None
-        out.append((word, (rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0)))
-    if not out:
-        raise InputError(f"background needs at least one colour, got {spec!r}")
-    return out
-
-
-class AlphaComposite(nn.Module):
-    """A victim that sees a transparent photo as people do: over each background.
-
-    ``forward(x)`` composites ``x`` ``[B,3,H,W]`` with the photo's alpha ``a`` over each background
-    ``k`` (``c_k = a * x + (1 - a) * bg_k``) and runs the victim on every composite. With
-    ``stack`` (default) the outputs are stacked as panel rows, ``[B, K*M, C]`` (row ``k*M + m``:
-    member ``m`` on background ``k``; a single model counts as ``M = 1``), so
-    :class:`~jndkit.goals.PanelGoal` is reached only when every composite is fooled. With
-    ``stack=False`` and one background it returns the victim's own output (a judge of the
-    protection matrix).
-
-    The alpha is resized (area-averaged) to ``x``'s size when an upload transform resized the
-    image: the transforms act on the colour channels and the composite is taken after them, an
-    approximation of a platform that flattens first (the same pixels, a different order).
-
-    Args:
-        victim: a classifier or a :class:`~jndkit.victims.PanelVictim`.
-        alpha: ``[H,W]`` uint8 (as :class:`~jndkit.images.LoadedImage` holds it) or float in [0,1].
-        backgrounds: ``[(name, (r, g, b))]`` in [0,1] (:func:`parse_backgrounds`).
-    """
-
-    def __init__(self, victim: nn.Module, alpha: Any, backgrounds: Sequence[tuple[str, tuple[float, float, float]]],
-                 stack: bool = True) -> None:
-        super().__init__()
-        if not backgrounds:
-            raise InputError("AlphaComposite needs at least one background")
-        if not stack and len(backgrounds) != 1:
-            raise InputError(f"AlphaComposite(stack=False) takes one background, got {len(backgrounds)}")
-        a = torch.as_tensor(alpha)
-        a = a.float() / 255.0 if a.dtype == torch.uint8 else a.float()
-        if a.ndim != 2:
-            raise InputError(f"alpha must be [H,W], got shape {list(a.shape)}")
-        self.victim = victim
-        self.stack = stack
-        self.background_names = [n for n, _ in backgrounds]
-        self.register_buffer("alpha", a[None, None].clamp(0, 1), persistent=False)
-        self.register_buffer("backgrounds", torch.tensor([c for _, c in backgrounds]).view(-1, 1, 3, 1, 1),
-                             persistent=False)
-        self.name = getattr(victim, "name", "victim")
-
-    def composites(self, x: torch.Tensor) -> torch.Tensor:
-        """``[K,B,3,H,W]``: ``x`` over each background, rounded to 8-bit levels as a viewer's
-        8-bit composite is (Pillow's :func:`PIL.Image.alpha_composite` agrees to the level); the
-        rounding passes the gradient straight through."""
-        a: torch.Tensor = self.alpha  # type: ignore[assignment]
-        if a.shape[-2:] != x.shape[-2:]:
-            a = F.interpolate(a, size=x.shape[-2:], mode="area" if a.shape[-1] > x.shape[-1] else "bilinear")
-        bg: torch.Tensor = self.backgrounds  # type: ignore[assignment]
-        c = a * x[None] + (1 - a) * bg.to(x.dtype)
-        return c + (torch.round(c * 255.0) / 255.0 - c).detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [self.victim(c) for c in self.composites(x)]
-        if not self.stack:
-            return outs[0]  # type: ignore[no-any-return]
-        return torch.cat([o if o.ndim == 3 else o[:, None] for o in outs], dim=1)
-
-    def predict(self, x: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
-        """The victim's top-``k`` on the first background (what the record shows)."""
-        return self.victim.predict(self.composites(x)[0], k)  # type: ignore[operator,no-any-return]
-
-    def label(self, index: int) -> str:
-        return self.victim.label(index)  # type: ignore[operator,no-any-return]
-
-    def class_index(self, name_or_index: str | int) -> int:
-        return self.victim.class_index(name_or_index)  # type: ignore[operator,no-any-return]
 
 
 @dataclass
@@ -541,18 +455,6 @@ def _finite(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _link_into_place(tmp: Path, dst: Path) -> None:
-    """Give the verified file its name without ever replacing an existing file."""
-    try:
-        os.link(tmp, dst)
-    except FileExistsError:
-        raise OutputError(dst, "already exists; not overwritten") from None
-    except OSError:  # file systems without hard links
-        if dst.exists():
-            raise OutputError(dst, "already exists; not overwritten") from None
-        os.rename(tmp, dst)
-
-
 def summarise(records: list[ImageRecord]) -> dict[str, Any]:
     """Counts and means over the records (means over protected photos)."""
     done = [r for r in records if r.status in ("protected", "failed")]
@@ -576,15 +478,6 @@ def summarise(records: list[ImageRecord]) -> dict[str, Any]:
     }
 
 
-def write_json_atomic(data: Any, path: Path) -> None:
-    """Write strict JSON (no ``Infinity``/``NaN``: they become ``null``) through a temporary file and a
-    rename. Used for jndkit's own reports, which a run keeps up to date (:func:`check_report_path`
-    refuses to replace a ``report.json`` that jndkit did not write)."""
-    from .jsonio import write_json_atomic as _write
-
-    _write(data, path, overwrite=True)
-
-
 def report_dict(config: ProtectConfig, records: list[ImageRecord]) -> dict[str, Any]:
     return {
         "jndkit": __version__,
@@ -593,78 +486,6 @@ def report_dict(config: ProtectConfig, records: list[ImageRecord]) -> dict[str, 
         "summary": summarise(records),
         "images": [r.to_json() for r in records],
     }
-
-
-def check_report_path(path: Path) -> None:
-    """Refuse to replace a file at ``path`` that is not a jndkit report (never overwrite a user's file)."""
-    if not path.exists():
-        return
-    try:
-        ours = "jndkit" in json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
-        raise OutputError(path, "exists and is not a jndkit report; not overwritten (choose another output folder)")
-
-
-def _expand(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
-    """``(file, relative output stem path)`` per photo: files found in a folder keep their path
-    below that folder (the output mirrors the input tree); a file named directly keeps its name.
-    The same file given twice is kept once."""
-    seen: set[Path] = set()
-    out: list[tuple[Path, Path]] = []
-    for raw in paths:
-        p = Path(raw)
-        found = find_images([p])
-        for f in found:
-            key = f.resolve() if f.exists() else f.absolute()
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append((f, f.relative_to(p) if p.is_dir() else Path(f.name)))
-    return out
-
-
-def plan_outputs(paths: Sequence[str | os.PathLike[str]], out_dir: Path, fmt: str) -> list[tuple[Path, Path]]:
-    """``(input, output)`` per photo, decided before any work.
-
-    Raises:
-        InputError: two inputs would get the same output name (e.g. ``a.png`` and ``a.jpg``
-            with ``--format png``), naming both; or no image among ``paths``.
-    """
-    plan: list[tuple[Path, Path]] = []
-    taken: dict[Path, Path] = {}
-    for src, rel in _expand(paths):
-        dst = output_path(rel, out_dir / rel.parent, fmt) if rel.parent != Path(".") else output_path(rel, out_dir, fmt)
-        if dst in taken:
-            raise InputError(f"{src} and {taken[dst]} would both be written to {dst}; "
-                             "rename one or protect them into different folders")
-        taken[dst] = src
-        plan.append((src, dst))
-    if not plan:
-        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
-    return plan
-
-
-def prepare_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> tuple[Path, list[Path]]:
-    """Expand the inputs, then check the output folder can be written, before any work is done
-    (an empty input creates no output folder).
-
-    Raises:
-        OutputError: ``out_dir`` cannot be created or written.
-        InputError: no image among ``paths``.
-    """
-    files = [f for f, _ in _expand(paths)]
-    if not files:
-        raise InputError("no images found in " + ", ".join(str(p) for p in paths))
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".jndkit-probe-", delete=True)
-        probe.close()
-    except OSError as e:
-        raise OutputError(out, f"output folder cannot be written ({e.strerror or e})") from None
-    return out, files
 
 
 def protect_paths(

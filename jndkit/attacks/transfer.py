@@ -48,12 +48,23 @@ def _bound(extras: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tens
 @dataclasses.dataclass(frozen=True)
 class BoundSignStep:
     """``v <- v - alpha * bound * sign(g)``: a sign step whose size is a fraction ``alpha``
-    (``params['alpha']``) of each value's budget."""
+    (``params['alpha']``) of each value's budget.
+
+    With ``params['grey'] > 0`` the step is achromatic: the gradient is summed over R, G and B
+    and the same change is made to the three channels of a pixel. The luma JND maps bound the
+    change of luma only (the same threshold is repeated on the three channels); independent
+    signs on R, G and B would add chroma changes no luma threshold covers, which show as
+    coloured blotches in dark, flat regions (seen on scikit-image's coffee at half the NAMM
+    budget). A grey change of ``d`` on every channel changes luma by exactly ``d`` and chroma not
+    at all, so the luma budget is the whole budget.
+    """
 
     def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
     def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
+        if float(params.get("grey", 0.0)) > 0:
+            g = g.sum(dim=1, keepdim=True).expand_as(g)
         return v - float(params["alpha"]) * _bound(ctx.extras, v) * g.sign()
 
 
@@ -156,7 +167,7 @@ def _shield(params: dict[str, float]) -> Method:
 
 
 SHIELD_PRESETS: dict[str, dict[str, float]] = {
-    "default": {"strength": 1.0, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "steps": 20.0,
+    "default": {"strength": 1.0, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "grey": 1.0, "steps": 20.0,
                 "check_every": 4.0},
 }
 
