@@ -14,6 +14,7 @@ from jndkit.attacks import get_method, run_attack
 from jndkit.attacks.engine import Delta, robust_margin
 from jndkit.attacks.proxy import (
     FULL_BOUND,
+    PROXY_LONG,
     PROXY_X0,
     ProxyDelta,
     ProxyView,
@@ -51,13 +52,15 @@ def test_proxy_size_keeps_the_aspect_ratio() -> None:
 
 def test_small_photo_is_unchanged_by_on_proxy() -> None:
     shield = get_method("shield")
-    assert on_proxy(shield, 768, 1024) is shield
-    assert on_proxy(shield, 1024, 1024) is shield
+    assert PROXY_LONG == 768
+    assert on_proxy(shield, 576, 768) is shield
+    assert on_proxy(shield, 768, 768) is shield
+    assert on_proxy(shield, 768, 1024, proxy_long=1024) is shield
     assert on_proxy(shield, 300, 400, proxy_long=400) is shield
     big = on_proxy(shield, 3000, 4000)
     assert big is not shield
-    assert isinstance(big.parametrisation, ProxyDelta) and big.parametrisation.size == (768, 1024)
-    assert isinstance(big.input_transform, ProxyView) and big.input_transform.size == (768, 1024)
+    assert isinstance(big.parametrisation, ProxyDelta) and big.parametrisation.size == (576, 768)
+    assert isinstance(big.input_transform, ProxyView) and big.input_transform.size == (576, 768)
     assert isinstance(big.input_transform.inner, UploadStandIn)  # EOT kept, on the proxy
     assert big.projection is project_proxy_bound
     # everything else of the method is kept

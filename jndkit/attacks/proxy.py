@@ -5,7 +5,7 @@ size, so on a 12-megapixel photo every step pays full-resolution work: the uploa
 TI's gradient smoothing (a Gaussian about 18 px wide at 4000 px) and the momentum and sign step on
 36 million values. The victims never see that resolution: each resizes the photo to 224-260 px
 inside its forward. :func:`on_proxy` therefore moves the *variable* to a proxy of long side
-``proxy_long`` (1024 by default) and leaves everything that decides success at full resolution:
+``proxy_long`` (768 by default) and leaves everything that decides success at full resolution:
 
 * :class:`ProxyDelta`, the parametrisation: ``v`` is ``[B,3,h,w]`` at the proxy size and
   ``image(v, x0) = clamp(x0 + clamp(up(v), -bound, bound), 0, 1)`` with ``up`` bilinear
@@ -42,8 +42,32 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .engine import Delta, InputTransform, LevelStep, Method, Prepare
 
-PROXY_LONG = 1024
-"""Default long side of the proxy, in pixels (chosen by measurement: benchmarks/bench_large.py)."""
+PROXY_LONG = 768
+"""Default long side of the proxy, in pixels, chosen by measurement (``benchmarks/bench_large.py``:
+``Protector(ProtectConfig()).protect_file``, the defaults, one core, a loaded 2-core machine;
+chelsea upscaled with Lanczos + noise of 2 levels, seed 0):
+
+============  =======  ==========  =============  ==========  =====  ========  =========
+photo         proxy    seconds     of which       peak RSS    K      PSNR dB   above JND
+                                   attack
+============  =======  ==========  =============  ==========  =====  ========  =========
+12 MP         full     139.5       92.5           5792 MB     8      36.58     3.10 %
+12 MP         1024     88.0        40.1           4174 MB     8      36.87     2.11 %
+12 MP         768      78.3        32.2           4254 MB     8      36.99     1.78 %
+12 MP         512      80.2        33.3           4171 MB     8      37.12     1.41 %
+1.9 MP        full     22.7        13.2           2593 MB     8      36.07     10.98 %
+1.9 MP        1024     23.8        13.8           2184 MB     8      36.35     9.33 %
+1.9 MP        768      18.9        9.0            2203 MB     8      36.52     8.40 %
+1.9 MP        512      18.4        8.4            2043 MB     8      36.65     7.29 %
+============  =======  ==========  =============  ==========  =====  ========  =========
+
+Every row is protected (4/4 models of the ``imagenet`` panel after every upload of ``social``, clean
+class out of every top-5). On astronaut at 1.9 MP: full 18.7 s / 32.24 dB / 15.7 %, 1024 16.9 s /
+32.60 dB / 13.2 %, 768 16.2 s / 32.68 dB / 12.4 % (all K = 4). Below 768 the attack is no faster
+at 12 MP (its full-size passes dominate) and the victims' view of the proxy drifts further from
+their view of the photo (``tests/test_proxy.py``: class distributions within 0.005-0.09 in total
+variation at 768, 0.007-0.19 at 512), so 768.
+"""
 
 MIN_PROXY_LONG = 256
 """The proxy must stay larger than every victim's input (224-260 px), or the victims' view changes."""
