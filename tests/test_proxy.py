@@ -227,7 +227,7 @@ def test_proxy_attack_is_deterministic() -> None:
 # ---------------------------------------------------------------------------- 12 megapixels, end to end
 @pytest.mark.slow
 def test_twelve_megapixel_photo_is_protected_end_to_end(tmp_path: Path) -> None:
-    """A 4000x3000 photo through ``protect_paths`` with the defaults, the attack on a proxy
+    """A 4000x3000 photo through ``protect_paths`` (defaults, budget 1x NAMM), the attack on a proxy
     (the call the lead adds to ``Protector.protect_tensor``, here in a subclass)."""
     import time
 
@@ -249,8 +249,10 @@ def test_twelve_megapixel_photo_is_protected_end_to_end(tmp_path: Path) -> None:
     Image.fromarray((x[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(src)
     out = tmp_path / "out"
     t = time.perf_counter()
-    cfg = ProtectConfig()
-    (rec,) = list(protect_paths([src], out, cfg, protector=ProxyProtector(cfg)))
+    # the whole NAMM map as the budget (strength 1.0), pinned so the test does not follow preset changes
+    cfg = ProtectConfig(strength="1.0")
+    protector = ProxyProtector(cfg)
+    (rec,) = list(protect_paths([src], out, cfg, protector=protector))
     seconds = time.perf_counter() - t
     assert rec.status == "protected", rec.error
     assert (rec.width, rec.height) == (4000, 3000)
@@ -258,5 +260,8 @@ def test_twelve_megapixel_photo_is_protected_end_to_end(tmp_path: Path) -> None:
     assert saved.shape == (3, 3000, 4000)
     bound = jnd_budget("namm")(quantize(x), {"strength": 1.0})["bound"][0]
     assert float(((saved - quantize(x)[0]).abs() - bound).max()) <= 1e-6
-    assert rec.psnr is not None and rec.psnr > 40.0
+    # the budget (1x the NAMM JND) costs about 37 dB on this photo (benchmarks/bench_large.py)
+    assert rec.psnr is not None and 35.0 < rec.psnr < 45.0
+    n = len(protector.members)
+    assert rec.protection is not None and rec.protection.startswith(f"protection holds for {n}/{n} models")
     print(f"12 MP end to end: {seconds:.1f} s, PSNR {rec.psnr:.2f} dB, above JND {rec.above_jnd}, {rec.protection}")
