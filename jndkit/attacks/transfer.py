@@ -31,8 +31,21 @@ from .. import losses
 from ..errors import InputError
 from .engine import Delta, Method, Momentum, Prepare
 
-STRENGTHS: dict[str, float] = {"invisible": 1.0, "subtle": 1.5, "strong": 2.5}
-"""``--strength``: the budget as a multiple of the human JND map (NAMM by default)."""
+STRENGTHS: dict[str, float] = {"invisible": 0.5, "subtle": 0.75, "strong": 1.0}
+"""``--strength``: the budget as a multiple of the human JND map (NAMM by default), per value.
+
+Chosen by measurement (benchmarks/bench_world.py, docs/world.md), judged by the share of pixels
+whose luma change exceeds the Chou-Li JND (SPECS.md §6) and by looking at the photos:
+
+* ``invisible`` (0.5): no pixel above the Chou-Li JND, about 38 dB on 224-px crops;
+* ``subtle`` (0.75): about 1 % of pixels above the Chou-Li JND, about 34.5 dB;
+* ``strong`` (1.0, the whole NAMM map): 11-28 % of pixels above the Chou-Li JND, about 32 dB, and
+  visible as a faint pattern in dark flat areas (NAMM's luminance adaptation allows 15-20 levels
+  near black, which a modern display shows).
+
+The full map is not the default because NAMM's threshold is the *sum* of luminance and texture
+masking (less an overlap), which lies above Chou-Li's *maximum* rule almost everywhere.
+"""
 
 MODEL_SIZE = 224
 """TI's kernel width is given in pixels of a 224-px model input and scaled to the photo."""
@@ -167,8 +180,8 @@ def _shield(params: dict[str, float]) -> Method:
 
 
 SHIELD_PRESETS: dict[str, dict[str, float]] = {
-    "default": {"strength": 1.0, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "grey": 1.0, "steps": 20.0,
-                "check_every": 4.0},
+    "default": {"strength": 0.5, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "grey": 1.0, "steps": 12.0,
+                "check_every": 3.0},
 }
 
 
