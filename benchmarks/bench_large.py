@@ -19,9 +19,10 @@ matrix), ``other`` (decode, clean prediction, PNG encode). Wall-clock seconds wi
 
 Run::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 12 --modes full,1024 --repeat 1
+    OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 12 --modes full,768 --repeat 1
     OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 2 --modes full,512,768,1024 --repeat 3
-    OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 12 --modes 1024 --profile prof.txt
+    OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 12 --modes 768 --profile prof.txt
+    OMP_NUM_THREADS=2 python benchmarks/bench_large.py --sizes 12 --modes 768 --strength 1.0
 
 prints a markdown table (``--json FILE`` keeps the rows).
 """
@@ -62,7 +63,7 @@ def make_photo(path: Path, height: int, width: int, name: str = "chelsea", seed:
     return path
 
 
-def run_one(src: Path, mode: str, profile: str | None) -> dict[str, Any]:
+def run_one(src: Path, mode: str, profile: str | None, strength: str | None = None) -> dict[str, Any]:
     """One ``protect_file`` in this process; returns one row."""
     import torch
 
@@ -98,7 +99,7 @@ def run_one(src: Path, mode: str, profile: str | None) -> dict[str, Any]:
             phases["measure"] += time.perf_counter() - t
 
     torch.manual_seed(0)
-    p = Timed(ProtectConfig())
+    p = Timed(ProtectConfig(strength=strength))
     out = Path(tempfile.mkdtemp(prefix="bench-large-"))
     prof = None
     if profile:
@@ -118,7 +119,7 @@ def run_one(src: Path, mode: str, profile: str | None) -> dict[str, Any]:
             pstats.Stats(prof, stream=f).sort_stats("tottime").print_stats(30)
     shutil.rmtree(out, ignore_errors=True)
     return {
-        "photo": src.name, "mode": mode, "seconds": round(seconds, 2),
+        "photo": src.name, "mode": mode, "strength": strength or "default", "seconds": round(seconds, 2),
         "attack_s": round(phases["attack"], 2), "verify_s": round(phases["verify"], 2),
         "measure_s": round(phases["measure"], 2),
         "other_s": round(seconds - sum(phases.values()), 2),
@@ -140,16 +141,16 @@ def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| photo | mode | runs | seconds (median) | attack | verify | measure | other | peak MB | status | "
-            "iterations | PSNR dB | SSIM | above JND | protection |")
-    lines = [head, "|" + "---|" * 15]
+    head = ("| photo | mode | strength | runs | seconds (median) | attack | verify | measure | other | peak MB | "
+            "status | iterations | PSNR dB | SSIM | above JND | protection |")
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         psnr = f"{r['psnr']:.2f}" if r["psnr"] is not None else "-"
         ssim = f"{r['ssim']:.6f}" if r["ssim"] is not None else "-"
         above = f"{100 * r['above_jnd']:.3f} %" if r["above_jnd"] is not None else "-"
-        lines.append(f"| {r['photo']} | {r['mode']} | {r.get('runs', 1)} | {r['seconds']} | {r['attack_s']} | "
-                     f"{r['verify_s']} | {r['measure_s']} | {r['other_s']} | {r['peak_mb']} | {r['status']} | "
-                     f"{r['iterations']} | {psnr} | {ssim} | {above} | {r['protection']} |")
+        lines.append(f"| {r['photo']} | {r['mode']} | {r['strength']} | {r.get('runs', 1)} | {r['seconds']} | "
+                     f"{r['attack_s']} | {r['verify_s']} | {r['measure_s']} | {r['other_s']} | {r['peak_mb']} | "
+                     f"{r['status']} | {r['iterations']} | {psnr} | {ssim} | {above} | {r['protection']} |")
     return "\n".join(lines)
 
 
@@ -159,13 +160,14 @@ def main() -> None:
     ap.add_argument("--modes", default="full,1024", help="comma list: full and/or proxy long sides")
     ap.add_argument("--photo", default="chelsea", help="scikit-image photo (chelsea or astronaut)")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--strength", default=None, help="--strength of protect (default: ProtectConfig's)")
     ap.add_argument("--dir", default=None, help="where the photos are built (default: a temp folder)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--profile", default=None, help="cProfile output file (first run of each row)")
     ap.add_argument("--one", nargs=2, metavar=("SRC", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.profile)))
+        print(json.dumps(run_one(Path(args.one[0]), args.one[1], args.profile, args.strength)))
         return
     folder = Path(args.dir or tempfile.gettempdir()) / "jndkit-bench-large"
     folder.mkdir(parents=True, exist_ok=True)
@@ -177,6 +179,8 @@ def main() -> None:
             runs = []
             for k in range(args.repeat):
                 cmd = [sys.executable, __file__, "--one", str(src), mode]
+                if args.strength is not None:
+                    cmd += ["--strength", args.strength]
                 if args.profile and k == 0:
                     cmd += ["--profile", f"{args.profile}.{mp}mp.{mode}.txt"]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=False)
