@@ -306,3 +306,72 @@ def test_ctrl_c_in_face_protection_says_how_to_resume(tmp_path, monkeypatch):
     words = shlex.split(r.output.split("resume with: ", 1)[1].strip())
     assert words[:2] == ["jndkit", "protect"] and words[-1] == "--resume"
     assert words[words.index("--task") + 1] == "face" and words[words.index("--goal") + 1] == "hide"
+
+
+# ---------------------------------------------------------------------------- items 3, 6, 7, 9: the run's files
+def _photo(path: Path, name: str = "chelsea", size: tuple[int, int] = (96, 72)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sample_array(name)).resize(size, Image.LANCZOS).save(path)
+    return path
+
+
+def test_output_mirrors_the_input_tree_so_same_names_do_not_collide(tmp_path):
+    from jndkit.protect import protect_paths
+
+    src = tmp_path / "in"
+    _photo(src / "a.png")
+    _photo(src / "sub" / "a.png", "coffee")
+    recs = list(protect_paths([src], tmp_path / "out", ProtectConfig.research()))
+    assert sorted(r.status for r in recs) == ["protected", "protected"]
+    assert (tmp_path / "out" / "a.png").exists() and (tmp_path / "out" / "sub" / "a.png").exists()
+
+
+def test_two_inputs_with_one_output_name_are_refused_up_front(tmp_path):
+    from jndkit.protect import protect_paths
+
+    a = _photo(tmp_path / "in" / "a.png")
+    b = _photo(tmp_path / "in" / "a.jpg", "coffee")
+    with pytest.raises(InputError, match=r"a\.jpg and .*a\.png|a\.png and .*a\.jpg"):
+        list(protect_paths([a, b], tmp_path / "out", ProtectConfig.research()))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_same_input_twice_is_protected_once(tmp_path):
+    from jndkit.protect import protect_paths, summarise
+
+    a = _photo(tmp_path / "in" / "a.png")
+    recs = list(protect_paths([a, tmp_path / "in", a], tmp_path / "out", ProtectConfig.research()))
+    assert [r.status for r in recs] == ["protected"]
+    assert summarise(recs)["protected"] == 1
+
+
+def test_report_is_the_truth_of_the_folder_after_resume(tmp_path):
+    import json
+
+    from jndkit.protect import protect_paths
+
+    src = tmp_path / "in"
+    _photo(src / "a.png")
+    _photo(src / "b.png", "coffee")
+    list(protect_paths([src], tmp_path / "out", ProtectConfig.research()))
+    (tmp_path / "out" / "b.png").unlink()  # the user removed one output
+    recs = list(protect_paths([src], tmp_path / "out", ProtectConfig.research(), resume=True))
+    assert [r.status for r in recs] == ["skipped", "protected"]
+    items = json.loads((tmp_path / "out" / "report.json").read_text())["images"]
+    assert [(Path(i["input"]).name, i["status"]) for i in items] == [("a.png", "protected"), ("b.png", "protected")]
+    from jndkit.report import write_html_report
+
+    page = write_html_report(tmp_path / "out", recs).read_text()
+    assert "2/2 photos protected" in page and "output exists" not in page
+
+
+def test_a_report_json_jndkit_did_not_write_is_never_replaced(tmp_path):
+    from jndkit.errors import OutputError
+    from jndkit.protect import protect_paths
+
+    a = _photo(tmp_path / "in" / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.json").write_text('{"mine": 1}')
+    with pytest.raises(OutputError, match="not a jndkit report"):
+        list(protect_paths([a], tmp_path / "out", ProtectConfig.research()))
+    assert (tmp_path / "out" / "report.json").read_text() == '{"mine": 1}'
