@@ -241,9 +241,9 @@ def test_one_plain_line_per_photo_when_stderr_is_not_a_terminal(tmp_path):
 
 
 def test_time_left_comes_from_seconds_per_finished_photo(monkeypatch):
-    from jndkit import cli
+    from jndkit.cli.common import PhotoClock
 
-    clock = cli._PhotoClock()
+    clock = PhotoClock()
     clock.start -= 30.0  # two photos took 30 s
     assert clock.left(2, 10) == "about 2:00 left"  # 15 s per photo, 8 to go
     assert clock.left(0, 10) == "time left: after the first photo"

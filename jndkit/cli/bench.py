@@ -1,35 +1,20 @@
-"""``jndkit bench``: the benchmark command (a thin shell over :func:`jndkit.bench.run_benchmark`)."""
+"""``jndkit bench``: options -> :class:`~jndkit.bench.BenchConfig` -> :func:`~jndkit.bench.run_benchmark` ->
+the summary table (or ``--json``), warnings for what was not measured."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from .errors import JndkitError
-
-_err = Console(stderr=True, soft_wrap=True)
-_out = Console(soft_wrap=True)
+from ..errors import JndkitError
+from .common import err, fail, progress_bar, quiet, time_remaining_column, warn
+from .common import out as stdout  # `out` is the --out folder here
 
 QUICK_METHODS = "levels,jnd,bim,fgsm"
 QUICK_IMAGES = 4
 QUICK_MAX_ITER = 30
-
-
-def _fail(message: str, code: int = 2) -> None:
-    _err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def bench(
@@ -40,7 +25,8 @@ def bench(
         help="all | jndkit | seeds | baselines | comma list of METHOD[:PRESET] (default: all; --quick: "
              f"{QUICK_METHODS})."),
     goal: str = typer.Option("untargeted", "--goal", help="untargeted | least-likely | targeted:CLASS | top5 | ..."),
-    images: int | None = typer.Option(None, "--images", help=f"Images per model (default 32; --quick: {QUICK_IMAGES})."),
+    images: int | None = typer.Option(None, "--images",
+                                      help=f"Images per model (default 32; --quick: {QUICK_IMAGES})."),
     data: Path | None = typer.Option(None, "--data", help="A folder of images instead of the shipped photos."),
     robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: success must survive re-encoding."),
     out: Path = typer.Option(Path("bench-results"), "--out", help="Output folder (CSV, tables.md, figure, caches)."),
@@ -50,15 +36,15 @@ def bench(
     jobs: int = typer.Option(1, "--jobs", help="Worker processes for the attack runs (each with one torch thread)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Images per engine call."),
     max_iter: int | None = typer.Option(None, "--max-iter",
-                                           help=f"Iteration budget for every method (default: each method's; "
-                                                f"--quick: {QUICK_MAX_ITER})."),
+                                        help=f"Iteration budget for every method (default: each method's; "
+                                             f"--quick: {QUICK_MAX_ITER})."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     kappa: float = typer.Option(0.05, "--kappa", help="Success margin in logits."),
     table3: bool = typer.Option(True, "--table3/--no-table3",
                                 help="Seed 000 Table 3: runs to 25 % and 60 % wrong-class confidence."),
     table3_images: int | None = typer.Option(None, "--table3-images", help="Images for Table 3 (default: all)."),
     table3_methods: str | None = typer.Option(None, "--table3-methods",
-                                                 help="Methods for Table 3 (default: the iterative ones)."),
+                                              help="Methods for Table 3 (default: the iterative ones)."),
     figure: bool = typer.Option(True, "--figure/--no-figure", help="Seed 000 Figure 4 (confidence.png)."),
     transfer: bool = typer.Option(True, "--transfer/--no-transfer", help="Transfer matrix over --models."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout instead of the table."),
@@ -70,7 +56,7 @@ def bench(
     """
     import dataclasses
 
-    from .bench import BenchConfig, parse_method_images, resolve_methods, run_benchmark, summary_table
+    from ..bench import BenchConfig, parse_method_images, resolve_methods, run_benchmark, summary_table
 
     try:
         chosen = resolve_methods(methods or (QUICK_METHODS if quick else "all"))
@@ -86,12 +72,10 @@ def bench(
             transfer=transfer, jobs=jobs, method_images=parse_method_images(method_images))
         config.validate()
     except JndkitError as e:
-        _fail(str(e))
+        fail(str(e))
     if data is not None and not data.exists():
-        _fail(f"{data}: no such folder")
-    quiet = as_json or not sys.stderr.isatty()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=_err, disable=quiet, transient=True) as bar:
+        fail(f"{data}: no such folder")
+    with progress_bar(quiet(as_json), time_remaining_column()) as bar:
         task = bar.add_task("images", total=None)
 
         def on_progress(done: int, total: int, what: str) -> None:
@@ -100,16 +84,16 @@ def bench(
         try:
             result = run_benchmark(config, out, progress=on_progress)
         except JndkitError as e:
-            _fail(str(e), 1)
+            fail(str(e), 1)
     if as_json:
-        _out.print_json(json.dumps({"rows": [dataclasses.asdict(r) for r in result.rows],
-                                    "threshold_rows": [dataclasses.asdict(r) for r in result.threshold_rows],
-                                    "errors": result.errors}, default=str))
+        stdout.print_json(json.dumps({"rows": [dataclasses.asdict(r) for r in result.rows],
+                                       "threshold_rows": [dataclasses.asdict(r) for r in result.threshold_rows],
+                                       "errors": result.errors}, default=str))
     else:
-        _out.print(summary_table(result.rows), highlight=False)
-    for e in result.errors:
-        _err.print(f"[yellow]warning:[/yellow] not measured: {e}", highlight=False)
-    _err.print(f"{len(result.rows)} rows in {result.seconds:.0f} s; tables: {Path(out) / 'tables.md'}, "
-               f"rows: {Path(out) / 'results.csv'}" + (f", figure: {result.figure}" if result.figure else ""),
-               highlight=False)
+        stdout.print(summary_table(result.rows), highlight=False)
+    for problem in result.errors:
+        warn(f"not measured: {problem}")
+    err.print(f"{len(result.rows)} rows in {result.seconds:.0f} s; tables: {Path(out) / 'tables.md'}, "
+              f"rows: {Path(out) / 'results.csv'}" + (f", figure: {result.figure}" if result.figure else ""),
+              highlight=False)
     raise typer.Exit(1 if result.errors else 0)

@@ -1,0 +1,5 @@
+"""``python -m jndkit.cli``: the ``jndkit`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,220 @@
+"""``jndkit protect``: options -> :class:`~jndkit.protect.ProtectConfig` -> :func:`~jndkit.protect.protect_paths`
+(``--task classify``) or :func:`~jndkit.face.protect.protect_face_paths` (``--task face``) -> one line per
+photo, a summary line, report.html (classify) and ``--json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from ..errors import JndkitError
+from .common import (
+    PhotoClock,
+    err,
+    fail,
+    interrupted,
+    out,
+    print_face_record,
+    print_record,
+    progress_bar,
+    quiet,
+    time_left_column,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from ..face.record import FaceRecord
+    from ..protect import ImageRecord, ProtectConfig, Protector
+
+
+def protect(
+    ctx: typer.Context,
+    paths: list[Path] = typer.Argument(..., help="Photos or folders of photos (folders are searched recursively)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing)."),
+    model: str | None = typer.Option(None, "--model",
+                                     help="Victim: a model, a comma list or a panel (default: imagenet = every "
+                                          "offline ImageNet classifier; see `jndkit models`)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weight file for torchvision:/timm: models."),
+    method: str | None = typer.Option(None, "--method",
+                                      help="Attack method (see `jndkit methods`); default: shield for classify "
+                                           "(levels with --research), ddn for face."),
+    preset: str | None = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
+    task: str = typer.Option("classify", "--task", help="classify (image classifier) | face (face recognition)."),
+    goal: str | None = typer.Option(None, "--goal",
+                                    help="classify: privacy (default: clean class out of every model's top-5) | "
+                                         "untargeted (default with --research) | untargeted:CLASS | targeted:CLASS | "
+                                         "least-likely | top5 | margin:C | relative:G;  "
+                                         "face: dodge (default) | impersonate:NAME | hide"),
+    gallery: Path | None = typer.Option(None, "--gallery",
+                                        help="face: folder of known people (one sub-folder or photo each)."),
+    strength: str | None = typer.Option(None, "--strength",
+                                        help="invisible (default, 1x the human JND) | subtle (1.5x) | strong (2.5x) "
+                                             "| a number: the perturbation budget of the protective method."),
+    jnd: str | None = typer.Option(None, "--jnd", help="Human JND map of the budget: namm (default) | chou | "
+                                                       "namm-colour | wu | colour-variance."),
+    upload: str | None = typer.Option(None, "--upload",
+                                      help="Upload suite the protection must survive, checked with the real "
+                                           "transforms on the saved file: social (default) | none | jpeg90 | a "
+                                           "comma list such as jpeg85,x0.75+jpeg85."),
+    research: bool = typer.Option(False, "--research",
+                                  help="The papers' setting: mobilenet_v2, levels, untargeted, --upload none "
+                                       "(least change that fools one known model on the untouched file)."),
+    kappa: float | None = typer.Option(None, "--kappa", help="Success margin in logits (default 0.05)."),
+    max_iter: int | None = typer.Option(None, "--max-iter", help="Iteration budget (default: the method's)."),
+    fmt: str = typer.Option("png", "--format", help="png | jpg | webp | same"),
+    quality: int = typer.Option(95, "--quality", help="JPEG/WebP quality (success is checked after encoding)."),
+    robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: must also survive re-encoding."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same input: same output)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
+    html: bool = typer.Option(True, "--html/--no-html",
+                              help="Also write OUT.report/report.html (beside the output folder: it shows the "
+                                   "originals)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    background: str | None = typer.Option(None, "--background",
+                                          help="Colours a transparent photo is judged and attacked on, as people "
+                                               "see it (default: white,black; a name, #RRGGBB or a comma list)."),
+) -> None:
+    """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files).
+
+    Ctrl-C stops after saying how many photos are finished and the command that resumes the run."""
+    if task == "face":
+        given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
+                 "--background": background,
+                 "--research": research or None, "--no-html": None if html else True}
+        bad = [k for k, v in given.items() if v is not None]
+        if bad:
+            fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task face "
+                 "(face protection uses MTCNN and dlib's recogniser and writes report.json only)")
+        face_records: list[FaceRecord] = []
+        face_total = [0]
+        try:
+            _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt,
+                           quality, robust, resume, kappa, as_json, face_records, face_total)
+        except KeyboardInterrupt:
+            interrupted(ctx, output, face_records, face_total[0])
+        return
+    if task != "classify":
+        fail(f"--task must be classify or face, got {task!r}")
+    if gallery is not None:
+        fail("--gallery is for --task face")
+    from ..protect import ProtectConfig, Protector, summarise
+
+    base = ProtectConfig.research() if research else ProtectConfig()
+    changes: dict[str, Any] = {k: v for k, v in {
+        "model": model, "method": method, "goal": goal, "upload": upload, "strength": strength, "jnd": jnd,
+        "kappa": kappa, "background": background}.items() if v is not None}
+    config = dataclasses.replace(base, weights=str(weights) if weights else None, preset=preset, max_iter=max_iter,
+                                 format=fmt, quality=quality, robust=robust, seed=seed, **changes)
+    records: list[ImageRecord] = []
+    total = [0]
+    try:
+        try:
+            config.validate()
+            protector = Protector(config)
+        except JndkitError as e:
+            fail(str(e))
+        _run_protect(paths, output, config, resume, protector, as_json, records, total)
+    except KeyboardInterrupt:
+        interrupted(ctx, output, records, total[0])
+    if html:
+        from ..report import write_html_report
+
+        try:
+            page = write_html_report(Path(output), records)
+            if not as_json:
+                err.print(f"report page: {page}", highlight=False)
+        except (OSError, JndkitError) as e:  # the photos and report.json are written; say so and go on
+            warn(f"report.html not written: {e}")
+    summary = summarise(records)
+    if as_json:
+        from ..jsonio import dumps
+        from ..protect import report_dict
+
+        out.print_json(dumps(report_dict(config, records)))
+    line = (f"{summary['protected']}/{summary['images']} protected"
+            + (f", {summary['failed']} not protected (nothing written)" if summary["failed"] else "")
+            + (f", {summary['errors']} errors" if summary["errors"] else "")
+            + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
+            + (f"; mean PSNR {summary['mean_psnr']:.1f} dB, SSIM {summary['mean_ssim']:.4f}" if summary["mean_psnr"]
+               else "")
+            + f"; report: {Path(output) / 'report.json'}")
+    err.print(line, highlight=False)
+    raise typer.Exit(1 if summary["failed"] + summary["errors"] else 0)
+
+
+def _run_protect(paths: list[Path], output: Path, config: ProtectConfig, resume: bool, protector: Protector,
+                 as_json: bool, records: list[ImageRecord], total: list[int]) -> None:
+    """The photo loop of ``protect``: a progress display on a terminal (photos done / total, elapsed,
+    time left from the seconds per finished photo; iterations of the photo in hand, which stop at
+    its first success), one record line per photo (plain text when stderr is not a terminal, so logs
+    show progress). Appends to ``records``; ``total[0]`` is the number of photos once known."""
+    from ..protect import protect_paths
+
+    clock = PhotoClock()
+    with progress_bar(quiet(False), time_left_column()) as bar:
+        files_task = bar.add_task("photos", total=None, left="")
+        iter_task = bar.add_task("iterations (at most)", total=None, left="")
+
+        def on_start(path: Path, i: int, n: int) -> None:
+            total[0] = n
+            bar.update(files_task, total=n, completed=i, description=f"{path.name}", left=clock.left(i, n))
+            bar.reset(iter_task)
+
+        def on_progress(step: int, limit: int, info: dict[str, Any]) -> None:
+            bar.update(iter_task, total=limit, completed=step)
+
+        try:
+            for rec in protect_paths(list(paths), output, config, resume=resume, protector=protector,
+                                     on_start=on_start, progress=on_progress):
+                records.append(rec)
+                if not as_json:
+                    print_record(rec, f"[{len(records)}/{total[0]}] ")
+        except JndkitError as e:
+            fail(str(e))
+
+
+def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str,
+                   preset: str | None, max_iter: int | None, seed: int, fmt: str, quality: int, robust: str,
+                   resume: bool, kappa: float | None, as_json: bool, records: list[FaceRecord],
+                   total: list[int]) -> None:
+    """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`).
+    Appends to ``records``; ``total[0]`` is the number of photos once known (for Ctrl-C)."""
+    from ..face.protect import protect_face_paths, summarise
+
+    try:
+        with progress_bar(quiet(as_json)) as bar:
+            files_task = bar.add_task("photos", total=None)
+            iter_task = bar.add_task("iterations", total=None)
+
+            def on_start(path: Path, i: int, n: int) -> None:
+                total[0] = n
+                bar.update(files_task, total=n, completed=i, description=path.name)
+                bar.reset(iter_task)
+
+            def on_progress(step: int, limit: int, info: dict[str, Any]) -> None:
+                bar.update(iter_task, total=limit, completed=step)
+
+            for rec in protect_face_paths(
+                    paths, output, goal=goal, gallery=gallery, method=method, preset=preset, max_iter=max_iter,
+                    seed=seed, fmt=fmt, quality=quality, robust=robust, progress=on_progress, resume=resume,
+                    on_start=on_start, kappa=kappa):
+                records.append(rec)
+                if not as_json:
+                    print_face_record(rec)
+    except JndkitError as e:
+        fail(str(e))
+    summary = summarise(records)
+    if as_json:
+        out.print_json(json.dumps({"summary": summary, "images": [r.to_json() for r in records]}, default=str))
+    err.print(f"{summary['protected']}/{summary['images']} photos protected, {summary['faces_protected']}/"
+              f"{summary['faces']} faces"
+              + (f", {summary['no_face']} without a face" if summary["no_face"] else "")
+              + (f", {summary['errors']} errors" if summary["errors"] else "")
+              + (f"; mean PSNR {summary['mean_psnr']:.1f} dB (faces {summary['mean_psnr_faces']:.1f} dB)"
+                 if summary["mean_psnr"] else "")
+              + f"; report: {Path(output) / 'report.json'}", highlight=False)
+    raise typer.Exit(1 if summary["failed"] + summary["errors"] + summary["no_face"] else 0)
