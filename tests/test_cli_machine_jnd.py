@@ -226,3 +226,84 @@ def test_full_size_photo_with_the_four_classifiers(tmp_path):
         "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert item["evaluation"]["rca"]["mean"] == 100.0 and item["file_matches_computation"] is True
     assert item["evaluation"]["psnr_mean"] < 60  # a measurable change
+
+
+# ---------------------------------------------------------------- the library calls behind the commands
+
+
+def test_downscale_matches_pillow_bilinear_and_alpha_follows():
+    from jndkit.machine_jnd import downscale
+
+    im = Image.fromarray(sample_array("astronaut")).resize((96, 64), Image.LANCZOS)
+    x = torch.from_numpy(np.array(im)).permute(2, 0, 1).float()[None] / 255
+    alpha = (np.arange(96 * 64).reshape(64, 96) % 256).astype(np.uint8)
+    small, a = downscale(x, alpha, 48)
+    assert small.shape == (1, 3, 32, 48) and a is not None and a.shape == (32, 48) and a.dtype == np.uint8
+    got = np.round(small[0].permute(1, 2, 0).numpy() * 255)
+    np.testing.assert_allclose(got, small[0].permute(1, 2, 0).numpy() * 255, atol=1e-3)  # whole 8-bit levels
+    ref = np.asarray(im.resize((48, 32), Image.BILINEAR)).astype(int)
+    assert np.abs(got.astype(int) - ref).max() <= 1  # Pillow's antialiased bilinear, to one level
+    ref_a = np.asarray(Image.fromarray(alpha).resize((48, 32), Image.BILINEAR)).astype(int)
+    assert np.abs(a.astype(int) - ref_a).max() <= 1
+    same, same_a = downscale(x, alpha, 96)  # already small enough: untouched
+    assert same is x and same_a is alpha
+
+
+def test_jnd_picture_scales_the_largest_change_to_white():
+    from jndkit.machine_jnd import jnd_picture
+
+    e = torch.zeros(3, 2, 2)
+    e[0, 0, 0], e[2, 0, 0] = 1 / 255, -3 / 255  # the max over R,G,B of |e| is 3 levels
+    e[1, 1, 1] = 2 / 255
+    pic, white = jnd_picture(e)
+    assert white == pytest.approx(3.0)
+    assert torch.allclose(pic[0], torch.tensor([[1.0, 0.0], [0.0, 2 / 3]]))
+    assert torch.equal(pic[0], pic[2])
+    zero, level = jnd_picture(torch.zeros(3, 2, 2))
+    assert level == 0.0 and float(zero.abs().max()) == 0.0
+
+
+def test_evaluation_settings_inherit_from_net_json_only_for_the_nets_own_data():
+    from jndkit.machine_jnd import EvalSettings, inherit_settings
+
+    meta = {"data": "/photos", "size": 32, "crops_per_photo": 2, "seed": 5, "holdout": 0.34}
+    assert inherit_settings(meta) == EvalSettings("/photos", 32, 2, 5, 0.34)
+    assert inherit_settings(meta, data="/photos", size=64) == EvalSettings("/photos", 64, 2, 5, 0.34)
+    # other data: size, crops and split are not the net's (only the seed is inherited)
+    assert inherit_settings(meta, data="shipped") == EvalSettings("shipped", 224, 4, 5, 0.0)
+    assert inherit_settings(meta, data="cifar10:/c", holdout=0.5, seed=1) == EvalSettings("cifar10:/c", 32, 4, 1, 0.5)
+    assert inherit_settings({}) == EvalSettings("shipped", 224, 4, 0, 0.0)
+
+
+def test_materialise_passes_bad_files_on_and_keeps_the_rest(tmp_path):
+    from jndkit.errors import ImageError, InputError
+    from jndkit.machine_jnd import materialise
+
+    _photo(tmp_path / "a.png", size=(40, 30))
+    (tmp_path / "b.png").write_text("not a png")
+    _photo(tmp_path / "c.png", "coffee", (30, 40))
+    seen: list[ImageError] = []
+    images, bad = materialise(str(tmp_path), 16, 0, 4, on_bad=seen.append)
+    assert bad == 1 and [e.path for e in seen] == [str(tmp_path / "b.png")]
+    assert images.names == ["a.png", "c.png"] and tuple(images.images.shape) == (2, 3, 16, 16)
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "c.png").unlink()
+    with pytest.raises(InputError, match="no readable images"):
+        materialise(str(tmp_path), 16, 0, 4)
+
+
+def test_eval_with_an_unreadable_net_json_warns_and_uses_the_defaults(trained, tmp_path):
+    import shutil
+
+    root, net, _ = trained
+    copy = tmp_path / "net.pt"
+    shutil.copy(net, copy)
+    (tmp_path / "net.json").write_text("{ broken")
+    res = tmp_path / "results.json"
+    r = _mj("eval", "--net", copy, "--data", root / "data", "--size", 32, "-o", res)
+    assert r.exit_code == 1, r.output  # the data folder holds the bad file
+    (warning,) = _lines_naming(r.output, "net.json")
+    assert "warning" in warning and "not read" in warning and "using the defaults" in warning
+    data = json.loads(res.read_text())
+    assert data["holdout"] == 0.0 and data["seed"] == 0 and list(data["results"]) == ["all"]
+    assert data["results"]["all"]["images"] == 3 and data["models"] == ["mobilenet_v2"]  # classifiers: the net's

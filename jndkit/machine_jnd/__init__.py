@@ -11,8 +11,23 @@ One library call per CLI subcommand:
 * ``jndkit machine-jnd apply`` -> :func:`apply_jnd_net` (trained net) or
   :func:`optimise_jnd_per_image` (no training)
 * ``jndkit machine-jnd eval``  -> :func:`evaluate_jnd_net` (or :func:`evaluate_jnd` for given ``e``)
+
+and the runs the CLI makes of them, as library functions: :func:`apply_to_files` (per photo: ``e``,
+the PNG written, read back and evaluated; :func:`downscale`, :func:`jnd_picture`, :func:`apply_report`),
+:func:`train_and_save` / :func:`training_record` (NET.json), :func:`read_training_record` /
+:func:`inherit_settings` (evaluation settings from NET.json) and :func:`evaluate_parts` /
+:func:`evaluation_report`.
 """
 
+from .apply import (
+    ALL_CLASSIFIERS,
+    REPORT_FORMAT,
+    apply_report,
+    apply_to_file,
+    apply_to_files,
+    downscale,
+    jnd_picture,
+)
 from .cam import cam, cam_and_logits, gap_linear_head, grad_cam, merged_cam, merged_cam_and_logits, normalise_map
 from .data import (
     SHIPPED_PHOTOS,
@@ -45,6 +60,18 @@ from .losses import (
     redundancy_target,
 )
 from .net import DMVJNDNet, bounded_perturbation, make_jnd_net
+from .runs import (
+    EvalSettings,
+    TrainRun,
+    default_size,
+    evaluate_parts,
+    evaluation_report,
+    inherit_settings,
+    materialise,
+    read_training_record,
+    train_and_save,
+    training_record,
+)
 from .train import (
     CPU_CONFIG,
     PAPER_CONFIG,
@@ -57,11 +84,14 @@ from .train import (
 )
 
 __all__ = [
-    "CPU_CONFIG", "PAPER_CONFIG", "SHIPPED_PHOTOS", "DMVJNDNet", "FolderImages", "ImageSet", "TrainConfig",
-    "apply_jnd_net", "bounded_perturbation", "cam", "cam_and_logits", "cam_softmax", "cifar10_images",
-    "equal_energy_noise", "evaluate_jnd", "evaluate_jnd_net", "folder_images", "gap_linear_head", "grad_cam",
-    "homogeneity_test", "jnd_objective", "load_images", "load_jnd_net", "loss1_cross_entropy", "loss2_magnitude",
-    "loss3_spatial", "make_jnd_net", "mean_abs_jnd", "merged_cam", "merged_cam_and_logits", "normalise_map",
-    "optimise_jnd_per_image", "predictions", "psnr", "rca", "redundancy_target", "save_jnd_net", "shipped_crops",
-    "shipped_photos", "split_holdout", "train_jnd_net", "white_noise_rca",
+    "ALL_CLASSIFIERS", "CPU_CONFIG", "PAPER_CONFIG", "REPORT_FORMAT", "SHIPPED_PHOTOS", "DMVJNDNet", "EvalSettings",
+    "FolderImages", "ImageSet", "TrainConfig", "TrainRun",
+    "apply_jnd_net", "apply_report", "apply_to_file", "apply_to_files", "bounded_perturbation", "cam",
+    "cam_and_logits", "cam_softmax", "cifar10_images", "default_size", "downscale",
+    "equal_energy_noise", "evaluate_jnd", "evaluate_jnd_net", "evaluate_parts", "evaluation_report", "folder_images",
+    "gap_linear_head", "grad_cam", "homogeneity_test", "inherit_settings", "jnd_objective", "jnd_picture",
+    "load_images", "load_jnd_net", "loss1_cross_entropy", "loss2_magnitude", "loss3_spatial", "make_jnd_net",
+    "materialise", "mean_abs_jnd", "merged_cam", "merged_cam_and_logits", "normalise_map", "optimise_jnd_per_image",
+    "predictions", "psnr", "rca", "read_training_record", "redundancy_target", "save_jnd_net", "shipped_crops",
+    "shipped_photos", "split_holdout", "train_and_save", "train_jnd_net", "training_record", "white_noise_rca",
 ]
