@@ -62,7 +62,11 @@ photo         proxy    seconds     of which       peak RSS    K      PSNR dB   a
 ============  =======  ==========  =============  ==========  =====  ========  =========
 
 Every row is protected (4/4 models of the ``imagenet`` panel after every upload of ``social``, clean
-class out of every top-5). On astronaut at 1.9 MP: full 18.7 s / 32.24 dB / 15.7 %, 1024 16.9 s /
+class out of every top-5); shield then had colour steps, strength 1.0, 20 steps, checks every 4.
+With grey steps, checks every 3 and ``--strength 1.0`` (K = 6): 12 MP at 768, median of 3, 72.7 s
+(attack 28.8 s, verify 9.9 s, report metrics and matrix 26.4 s, decode/encode 6.7 s), 4191 MB,
+37.08 dB, 1.79 % above the JND; at full resolution (one run, machine more loaded) 226 s (attack
+143.8 s), 5694 MB, 36.66 dB, 3.03 %. On astronaut at 1.9 MP: full 18.7 s / 32.24 dB / 15.7 %, 1024 16.9 s /
 32.60 dB / 13.2 %, 768 16.2 s / 32.68 dB / 12.4 % (all K = 4). Below 768 the attack is no faster
 at 12 MP (its full-size passes dominate) and the victims' view of the proxy drifts further from
 their view of the photo (``tests/test_proxy.py``: class distributions within 0.005-0.09 in total
