@@ -67,6 +67,9 @@ def test_small_photo_is_unchanged_by_on_proxy() -> None:
     assert (big.update, big.grad_transforms, big.loss_terms, big.params, big.max_iter, big.check_every) == (
         shield.update, shield.grad_transforms, shield.loss_terms, shield.params, shield.max_iter, shield.check_every)
     assert shield.parametrisation == Delta(grad_at_bounds=True) and shield.projection is project_bound
+    assert on_proxy(big, 3000, 4000) is big  # idempotent: a caller may apply it twice
+    with pytest.raises(InputError, match=r"already runs on a \(576, 768\) proxy, not \(768, 1024\)"):
+        on_proxy(big, 3000, 4000, proxy_long=1024)
 
 
 def test_on_proxy_refuses_what_it_cannot_do() -> None:

@@ -295,7 +295,7 @@ def _proxy_prepare(inner: Prepare, size: tuple[int, int]) -> Prepare:
 def on_proxy(method: Method, height: int, width: int, proxy_long: int = PROXY_LONG) -> Method:
     """``method`` reconfigured to optimise on a proxy of long side ``proxy_long`` for a
     ``height`` x ``width`` photo (see the module docstring), or ``method`` itself when the
-    photo's long side is at most ``proxy_long``.
+    photo's long side is at most ``proxy_long`` or the method already runs on that proxy.
 
     The method must be a budgeted ``Delta`` method (a ``prepare`` giving ``extras['bound']``, such
     as ``shield``); its update rule, gradient transforms, loss and checks are kept, and run on the
@@ -311,6 +311,11 @@ def on_proxy(method: Method, height: int, width: int, proxy_long: int = PROXY_LO
         raise InputError(f"photo size must be positive, got {height}x{width}")
     if max(height, width) <= proxy_long:
         return method
+    size = proxy_size(height, width, int(proxy_long))
+    if isinstance(method.parametrisation, ProxyDelta):  # already on a proxy: idempotent
+        if method.parametrisation.size == size:
+            return method
+        raise InputError(f"method {method.name} already runs on a {method.parametrisation.size} proxy, not {size}")
     if not isinstance(method.parametrisation, Delta):
         raise InputError(f"method {method.name} cannot run on a proxy: its parametrisation "
                          f"{type(method.parametrisation).__name__} is not an additive perturbation (Delta)")
@@ -318,7 +323,6 @@ def on_proxy(method: Method, height: int, width: int, proxy_long: int = PROXY_LO
         raise InputError(f"method {method.name} cannot run on a proxy: it steps on the photo's 8-bit grid")
     if method.prepare is None:
         raise InputError(f"method {method.name} cannot run on a proxy: it has no per-value budget (extras['bound'])")
-    size = proxy_size(height, width, int(proxy_long))
     return dataclasses.replace(
         method,
         parametrisation=ProxyDelta(size),
