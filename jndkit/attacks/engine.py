@@ -466,6 +466,78 @@ def _victim_of(victim: nn.Module, idx: torch.Tensor) -> nn.Module:
     return victim[idx] if getattr(victim, "per_sample", False) else victim  # type: ignore[index]
 
 
+@dataclass
+class _ActiveSet:
+    """The samples of one run still iterating, and everything held per sample for them.
+
+    Every field is indexed by position in the active set; ``take(idx)`` keeps positions ``idx``
+    (in that order) of all of them at once, so no per-sample tensor can be forgotten when the
+    batch shrinks (the optimiser and gradient-transform states included).
+
+    Attributes:
+        index: ``long[b]`` position of each sample in the run's batch.
+        v: ``[b,...]`` the optimised variable (detached).
+        x0: ``[b,3,H,W]`` clean images.
+        goal: the bound goal restricted to these samples.
+        victim: the victim of these samples (:func:`_victim_of`).
+        extras: per-sample tensors of the method (JND maps, bounds).
+        state: the update rule's per-sample state (Adam moments).
+        tstates: one per-sample state per gradient transform (momentum).
+        last_q: ``[b,3,H,W]`` the 8-bit image of each sample at its last check.
+    """
+
+    index: torch.Tensor
+    v: torch.Tensor
+    x0: torch.Tensor
+    goal: Goal
+    victim: nn.Module
+    extras: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]
+    tstates: list[dict[str, torch.Tensor]]
+    last_q: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+    def take(self, idx: torch.Tensor) -> "_ActiveSet":
+        """The samples at positions ``idx`` (``long[k]``) of this set."""
+        return _ActiveSet(index=self.index[idx], v=self.v.detach()[idx], x0=self.x0[idx], goal=self.goal[idx],
+                          victim=_victim_of(self.victim, idx), extras=_take(self.extras, idx),
+                          state=_take(self.state, idx), tstates=[_take(st, idx) for st in self.tstates],
+                          last_q=self.last_q[idx])
+
+
+@dataclass(frozen=True)
+class IterationInfo:
+    """What :func:`run_attack`'s ``on_iteration`` hook sees at each gradient step of a run.
+
+    Attributes:
+        iteration: updates applied so far in this run (0 = the starting image).
+        attempt: 0 for the first run, ``k`` for the ``k``-th retry.
+        active: ``long[b]`` indices, in the batch given to :func:`run_attack`, of the samples
+            still running (row ``i`` of the tensors below is sample ``active[i]``).
+        x: ``[b,3,H,W]`` the candidate images in [0,1] (float: not yet quantized; detached).
+        outputs: the victim's outputs on the candidates (after the method's input transform,
+            if it has one), detached: the forward pass of this gradient step, no extra cost.
+        goal: the bound goal restricted to the active samples.
+    """
+
+    iteration: int
+    attempt: int
+    active: torch.Tensor
+    x: torch.Tensor
+    outputs: torch.Tensor
+    goal: Goal
+
+    def margin(self) -> torch.Tensor:
+        """``[b]`` the goal margin of ``outputs`` (> ``goal.kappa`` means the float candidate reaches it)."""
+        return self.goal.margin(self.outputs)
+
+
+IterationFn = Callable[[IterationInfo], None]
+"""``on_iteration(info)``: called once per gradient step with :class:`IterationInfo`."""
+
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
 Robust = Transform | Sequence[Transform] | None
 """What success must survive: nothing, one transform of the 8-bit image (a JPEG re-encoding), or a
@@ -515,14 +587,20 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
               robust: Robust, progress: ProgressFn | None,
               offset: int, total: int, history: list[list[float]] | None,
               clean_out: torch.Tensor | None = None,
+              on_iteration: IterationFn | None = None, attempt: int = 0,
+              index_map: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One run over the batch. Returns (x_adv quantized, success, K, margin).
 
     ``clean_out``: the victim's outputs on ``x0`` when ``x0`` is already an 8-bit image (then
     they are its answer at iteration 0, and that check needs no forward pass of its own).
+    ``on_iteration``, ``attempt``: the hook of :func:`run_attack` and the retry number it reports;
+    ``index_map`` ``long[B]``: the caller's index of each sample of this run (default: itself).
     """
     b = x0.shape[0]
     dev = x0.device
+    if index_map is None:
+        index_map = torch.arange(b, device=dev)
     x_best = quantize(x0).clone()
     success = torch.zeros(b, dtype=torch.bool, device=dev)
     iters = torch.full((b,), max_iter, dtype=torch.long, device=dev)
@@ -540,13 +618,9 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
 
     active = (~success).nonzero().squeeze(1)
     v = method.parametrisation.init(x0[active], params, _take(extras, active), gen)
-    state = method.update.init(v)
-    tstates = [t.init(v) for t in method.grad_transforms]
-    last_q = x_best[active].clone()
-    goal_a = goal[active]
-    victim_a = _victim_of(victim, active)
-    x0_a = x0[active]
-    extras_a = _take(extras, active)
+    aset = _ActiveSet(index=active, v=v, x0=x0[active], goal=goal[active], victim=_victim_of(victim, active),
+                      extras=_take(extras, active), state=method.update.init(v),
+                      tstates=[t.init(v) for t in method.grad_transforms], last_q=x_best[active].clone())
 
     # Fused check: when the candidate image is always exactly an 8-bit image (``method.on_grid``,
     # a quantized x0, no robustness transform, no input transform), the forward pass that
@@ -557,7 +631,7 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
 
     def record(cidx: torch.Tensor, m: torch.Tensor, r: torch.Tensor, xq: torch.Tensor, k: int) -> None:
         """Book the checked samples ``cidx`` (positions in the active set) at iteration ``k``."""
-        orig = active[cidx]
+        orig = aset.index[cidx]
         better = m > best_margin[orig]
         upd = better | r
         x_best[orig[upd]] = xq[upd]
@@ -568,86 +642,71 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
         if history is not None:
             history.append([float(m.mean())])
 
+    def report(it: int) -> None:
+        if progress is not None:
+            progress(offset + it + 1, total, {"active": len(aset), "succeeded": int(success.sum())})
+
     it = 0
     for it in range(max_iter):
-        if active.numel() == 0:
+        if len(aset) == 0:
             break
-        v = v.detach().requires_grad_(True)
-        x = method.parametrisation.image(v, x0_a)
+        v = aset.v.detach().requires_grad_(True)
+        x = method.parametrisation.image(v, aset.x0)
         x_in = method.input_transform(x, params, gen) if method.input_transform else x
         with torch.enable_grad():
-            outputs = victim_a(x_in)
-        keep = None
+            outputs = aset.victim(x_in)
+        if on_iteration is not None:
+            on_iteration(IterationInfo(iteration=it, attempt=attempt, active=index_map[aset.index],
+                                       x=x.detach(), outputs=outputs.detach(), goal=aset.goal))
+        # the samples this forward already shows reached (fused check) leave before the gradient
+        cur = aset
         if fused and it > 0:
             with torch.no_grad():
-                m = goal_a.margin(outputs.detach())
-                r = m > goal_a.kappa
-                allidx = torch.arange(active.numel(), device=dev)
-                record(allidx, m, r, quantize(x.detach()), it)
-                if r.any():
-                    keep = (~r).nonzero().squeeze(1)
-        if keep is not None:
-            if keep.numel() == 0:
-                active = active[keep]
-                break
-            outputs = outputs[keep]
-            x = x[keep]
-            rows = keep
-        else:
-            rows = None
-        cur_x0 = x0_a if rows is None else x0_a[rows]
-        cur_goal = goal_a if rows is None else goal_a[rows]
-        cur_extras = extras_a if rows is None else _take(extras_a, rows)
+                m = aset.goal.margin(outputs.detach())
+                r = m > aset.goal.kappa
+                record(torch.arange(len(aset), device=dev), m, r, quantize(x.detach()), it)
+            if r.any():
+                keep = (~r).nonzero().squeeze(1)
+                cur = aset.take(keep)
+                if len(cur) == 0:
+                    aset = cur
+                    break
+                outputs = outputs[keep]  # still differentiable: the gradient is of the full v
+                x = x[keep]
         with torch.enable_grad():
-            ctx = Context(x=x, x0=cur_x0, outputs=outputs, goal=cur_goal, params=params, extras=cur_extras,
+            ctx = Context(x=x, x0=cur.x0, outputs=outputs, goal=cur.goal, params=params, extras=cur.extras,
                           iteration=it)
             loss = method.objective(ctx)
             (g,) = torch.autograd.grad(loss.sum(), v)
         g = g.detach()
-        v = v.detach()
-        if rows is not None:  # drop the samples that just succeeded
-            g = g[rows]
-            v = v[rows]
-            active = active[rows]
-            x0_a, goal_a, extras_a, last_q = cur_x0, cur_goal, cur_extras, last_q[rows]
-            victim_a = _victim_of(victim_a, rows)
-            state = _take(state, rows)
-            tstates = [_take(st, rows) for st in tstates]
-        for t, st in zip(method.grad_transforms, tstates):
+        if cur is not aset:  # drop the samples that just succeeded
+            g = g[keep]
+        aset = cur
+        for t, st in zip(method.grad_transforms, aset.tstates):
             g = t(g, st, params)
         with torch.no_grad():
-            info = StepInfo(x0=x0_a, x=x.detach(), extras=extras_a, victim=victim_a, goal=goal_a)
-            v = method.update.step(v, g, state, params, it, info)
+            info = StepInfo(x0=aset.x0, x=x.detach(), extras=aset.extras, victim=aset.victim, goal=aset.goal)
+            v = method.update.step(aset.v.detach(), g, aset.state, params, it, info)
             if method.projection is not None:
-                v = method.projection(v, x0_a, params, extras_a)
+                v = method.projection(v, aset.x0, params, aset.extras)
+            aset.v = v
 
             last = it + 1 == max_iter
             if (fused and not last) or ((it + 1) % method.check_every and not last):
-                if progress is not None:
-                    progress(offset + it + 1, total, {"active": int(active.numel()), "succeeded": int(success.sum())})
+                report(it)
                 continue
-            xq = quantize(method.parametrisation.image(v, x0_a))
-            changed = (xq != last_q).flatten(1).any(dim=1)
+            xq = quantize(method.parametrisation.image(v, aset.x0))
+            changed = (xq != aset.last_q).flatten(1).any(dim=1)
             if changed.any():
                 cidx = changed.nonzero().squeeze(1)
-                m, r = _evaluate(_victim_of(victim_a, cidx), goal_a[cidx], xq[cidx], robust)
-                last_q[cidx] = xq[cidx]
+                m, r = _evaluate(_victim_of(aset.victim, cidx), aset.goal[cidx], xq[cidx], robust)
+                aset.last_q[cidx] = xq[cidx]
                 record(cidx, m, r, xq[cidx], it + 1)
                 if r.any():
-                    keep_full = torch.ones(active.numel(), dtype=torch.bool, device=dev)
+                    keep_full = torch.ones(len(aset), dtype=torch.bool, device=dev)
                     keep_full[cidx[r]] = False
-                    keep = keep_full.nonzero().squeeze(1)
-                    active = active[keep]
-                    v = v[keep]
-                    x0_a = x0_a[keep]
-                    last_q = last_q[keep]
-                    goal_a = goal_a[keep]
-                    victim_a = _victim_of(victim_a, keep)
-                    extras_a = _take(extras_a, keep)
-                    state = _take(state, keep)
-                    tstates = [_take(s, keep) for s in tstates]
-            if progress is not None:
-                progress(offset + it + 1, total, {"active": int(active.numel()), "succeeded": int(success.sum())})
+                    aset = aset.take(keep_full.nonzero().squeeze(1))
+            report(it)
     return x_best, success, iters, best_margin
 
 
@@ -662,6 +721,7 @@ def run_attack(
     retries: bool = True,
     progress: ProgressFn | None = None,
     record_history: bool = False,
+    on_iteration: IterationFn | None = None,
 ) -> AttackResult:
     """Attack a batch ``x0`` ``[B,3,H,W]`` in [0,1] and return the quantized adversarial images.
 
@@ -679,6 +739,10 @@ def run_attack(
         retries: run the method's :class:`Retry` schedule on the failures.
         progress: ``progress(step, total, info)`` callback (no printing in the library).
         record_history: keep the mean margin along iterations.
+        on_iteration: ``on_iteration(info)`` called at every gradient step of every run (retries
+            included) with an :class:`IterationInfo`: the iteration, the indices (in ``x0``) of the
+            samples still running, their candidate images and the victim's outputs on them. It
+            observes only: the result is the same with or without it.
     """
     check_image_batch(x0, "x0")
     t0 = time.perf_counter()
@@ -700,7 +764,8 @@ def run_attack(
 
     on_grid = bool(torch.equal(x0, quantize(x0)))
     x_adv, success, iters, margin = _run_once(method, victim, goal, x0, params, extras, budget, gen, robust,
-                                              progress, 0, total, history, clean if on_grid else None)
+                                              progress, 0, total, history, clean if on_grid else None,
+                                              on_iteration=on_iteration)
     tries = torch.ones(b, dtype=torch.long)
     used = [dict(params) for _ in range(b)]
     spent = iters.clone()
@@ -711,7 +776,8 @@ def run_attack(
         params = method.retry.next(params)  # type: ignore[union-attr]
         xa, s, it_k, m = _run_once(method, _victim_of(victim, failed), goal[failed], x0[failed], params, _take(extras, failed), budget,
                                    gen, robust, progress, k * budget, total, history,
-                                   clean[failed] if on_grid else None)
+                                   clean[failed] if on_grid else None,
+                                   on_iteration=on_iteration, attempt=k, index_map=failed)
         x_adv[failed] = torch.where(s.view(-1, 1, 1, 1) | (m > margin[failed]).view(-1, 1, 1, 1), xa, x_adv[failed])
         margin[failed] = torch.where(s | (m > margin[failed]), m, margin[failed])
         success[failed] = s
