@@ -45,7 +45,8 @@ KEY = "x0.75+jpeg85"
 
 # name -> (kind, settings)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "default": ("shield", {}),
+    "default": ("shield", {"_ladder": ("invisible", "subtle")}),  # what `jndkit protect` does (--strength auto)
+    "invisible": ("shield", {}),
     "subtle": ("shield", {"strength": STRENGTHS["subtle"]}),
     "strong": ("shield", {"strength": STRENGTHS["strong"]}),
     **{f"{a}-{e}": (a, {"eps": e}) for a in ("difgsm", "mifgsm", "tifgsm") for e in (4, 8)},
@@ -90,19 +91,32 @@ def attack(row: str, panel: list[nn.Module], x0: torch.Tensor, seed: int = 0) ->
     info: dict[str, Any] = {}
     if kind == "shield":
         params = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        method = get_method("shield", **params)
-        if "_jnd" in cfg:
-            from jndkit.attacks.transfer import with_jnd_model
-
-            method = with_jnd_model(method, cfg["_jnd"])
         suite = get_suite(cfg.get("_suite", "social"))
         victim = PanelVictim(panel)
         goal = PanelGoal(inner=Privacy(kappa=float(cfg.get("_kappa", 0.05))),
                          combine=cfg.get("_combine", "focus"))
         robust = [t.apply for t in suite.for_size(x0.shape[-2], x0.shape[-1])]
-        res = run_attack(method, victim, goal, x0, seed=seed, robust=robust)
-        x = res.x_adv
-        info = {"engine_success": float(res.success.float().mean()), "iterations": float(res.iterations.float().mean())}
+        ladder = [STRENGTHS[n] for n in cfg.get("_ladder", ())] or [params.pop("strength", STRENGTHS["invisible"])]
+        params.pop("strength", None)
+        x = x0.clone()
+        todo = torch.arange(x0.shape[0])
+        used = torch.zeros(x0.shape[0])
+        iters = torch.zeros(x0.shape[0])
+        for s in ladder:  # as Protector does: the next budget only for the photos not yet protected
+            method = get_method("shield", strength=s, **params)
+            if "_jnd" in cfg:
+                from jndkit.attacks.transfer import with_jnd_model
+
+                method = with_jnd_model(method, cfg["_jnd"])
+            res = run_attack(method, victim, goal, x0[todo], seed=seed, robust=robust)
+            x[todo] = res.x_adv
+            used[todo] = s
+            iters[todo] = res.iterations.float()
+            todo = todo[~res.success]
+            if todo.numel() == 0:
+                break
+        info = {"engine_success": 1.0 - todo.numel() / x0.shape[0], "iterations": float(iters.mean()),
+                "mean_strength": float(used.mean())}
     else:
         import torchattacks
 

@@ -267,12 +267,13 @@ class RelativeMargin(Untargeted):
         return f"relative:{self.gap:g}"
 
 
-PRIVACY_MAX_PROB = 0.05
+PRIVACY_MAX_PROB = 0.1
 """Privacy goal: the clean class keeps at most this probability (besides leaving the top-5).
 
-Why 0.05: out of the top-5 alone can leave the clean class at 0.15 when the answer is spread over
-many classes; at <= 0.05 no member would name the class even as a hedged sixth guess (the
-runner-up of a confident ImageNet answer is typically 0.02-0.1)."""
+Out of the top-5 alone can leave the clean class at 0.15 when the answer is spread over many
+classes; at <= 0.1 no member gives the class more than one chance in ten. 0.05 was tried first:
+on the protective benchmark (docs/world.md) and on 2- and 12-megapixel photos it failed photos whose
+class had already left every member's top-5 after every upload, only on that clause."""
 
 
 @dataclass
@@ -389,7 +390,7 @@ def _parse_builtin(spec: str, kappa: float) -> Goal | None:
     """A built-in classifier goal from its CLI spelling, or ``None`` when ``spec`` names none.
 
     ``privacy`` / ``privacy:P`` (the protective goal: clean class out of the top-5 with probability
-    <= P, default 0.05), ``untargeted`` (leave the clean prediction), ``untargeted:CLASS`` (leave a
+    <= P, default 0.1), ``untargeted`` (leave the clean prediction), ``untargeted:CLASS`` (leave a
     given class), ``targeted:CLASS``, ``least-likely``, ``top5`` (or ``topK``), ``margin:C``,
     ``relative:G``."""
     s = spec.strip().lower()

@@ -39,6 +39,7 @@ from .images import (
     save_image,
 )
 from .attacks.engine import Transform, robust_margin
+from .attacks.proxy import on_proxy
 from .attacks.transfer import STRENGTHS, with_jnd_model
 from .perception import JND_MODELS
 from .transforms import UploadSuite, get_suite
@@ -56,7 +57,10 @@ DEFAULT_MODEL = "imagenet"
 DEFAULT_METHOD = "shield"
 DEFAULT_GOAL = "privacy"
 DEFAULT_UPLOAD = "social"
-DEFAULT_STRENGTH = "invisible"
+DEFAULT_STRENGTH = "auto"
+AUTO_STRENGTHS = ("invisible", "subtle")
+"""``--strength auto``: a photo that ``invisible`` cannot protect is tried again at ``subtle``
+(about 1 % of pixels above the Chou-Li JND); ``strong`` is used only when asked (docs/world.md)."""
 DEFAULT_BACKGROUNDS = "white,black"
 """What a transparent photo is judged on: people see it over a page, usually light or dark."""
 ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
@@ -105,20 +109,29 @@ class ProtectConfig:
     def protective(self) -> bool:
         return self.method in PROTECTIVE_METHODS
 
-    def strength_value(self) -> float | None:
-        """The budget as a multiple of the human JND (``None`` for research methods)."""
+    def strength_values(self) -> list[float]:
+        """The budgets to try, as multiples of the human JND, smallest first (``[]`` for research
+        methods). ``auto`` (the default) tries ``invisible`` and, for a photo it cannot protect,
+        ``subtle``; a named strength or a number is tried alone."""
         if not self.protective:
-            return None
+            return []
         spec = self.strength or DEFAULT_STRENGTH
+        if spec == "auto":
+            return [STRENGTHS[n] for n in AUTO_STRENGTHS]
         if spec in STRENGTHS:
-            return STRENGTHS[spec]
+            return [STRENGTHS[spec]]
         try:
             v = float(spec)
         except ValueError:
-            raise InputError(f"strength must be {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
+            raise InputError(f"strength must be auto, {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
         if not 0 < v <= 10:
             raise InputError(f"strength must be in (0, 10] times the JND, got {spec!r}")
-        return v
+        return [v]
+
+    def strength_value(self) -> float | None:
+        """The first budget tried (``None`` for research methods)."""
+        v = self.strength_values()
+        return v[0] if v else None
 
     def validate(self) -> None:
         if self.format not in ("png", "jpg", "webp", "same"):
@@ -227,6 +240,8 @@ class ImageRecord:
     l2: float | None = None
     linf: float | None = None
     changed_values: int | None = None
+    strength: float | None = None
+    """The budget that protected the photo, as a multiple of the human JND map (protective mode)."""
     ciede2000_mean: float | None = None
     ciede2000_max: float | None = None
     above_jnd: float | None = None
@@ -263,11 +278,13 @@ class Protector:
             self.victim = load_victim(c.model, c.weights, c.device)
         self.suite: UploadSuite = get_suite(c.upload)
         self.robust = parse_robust(c.robust)
-        strength = c.strength_value()
-        overrides: dict[str, float] = {} if strength is None else {"strength": strength}
+        strengths = c.strength_values()
+        overrides: dict[str, float] = {"strength": strengths[0]} if strengths else {}
         self.method = get_method(c.method, c.preset, **overrides)
         if c.jnd is not None:
             self.method = with_jnd_model(self.method, c.jnd)
+        # the budgets tried in turn for a photo not yet protected (--strength auto)
+        self.ladder: list[Method] = [self.method] + [self.method.with_params(strength=v) for v in strengths[1:]]
         # One level per value (levels' default) does not survive JPEG/WebP: when the output is
         # lossy or a robust re-encoding / upload suite is asked, a method's lossy preset (levels:
         # `fast`, two levels) is used unless the user chose a preset.
@@ -328,9 +345,17 @@ class Protector:
         :meth:`victim_for` must be fooled); returns the engine's :class:`~jndkit.attacks.AttackResult`."""
         x0 = quantize(x.to(self.config.device))[None]
         victim = self.victim_for(alpha)
-        return run_attack(self.method_for(out_fmt), victim, self.goal(victim), x0, max_iter=self.config.max_iter,
-                          seed=self.config.seed, robust=self.checks(out_fmt, x.shape[-2], x.shape[-1]),
-                          progress=progress)
+        ladder = self.ladder if self.method_for(out_fmt) is self.method else [self.method_for(out_fmt)]
+        res = None
+        for method in ladder:  # smallest budget first; the next only for a photo not yet protected
+            if self.config.protective:  # a large photo is optimised on a proxy (jndkit.attacks.proxy)
+                method = on_proxy(method, x.shape[-2], x.shape[-1])
+            res = run_attack(method, victim, self.goal(victim), x0, max_iter=self.config.max_iter,
+                             seed=self.config.seed, robust=self.checks(out_fmt, x.shape[-2], x.shape[-1]),
+                             progress=progress)
+            if bool(res.success.all()):
+                break
+        return res
 
     @torch.no_grad()
     def verify(self, clean: torch.Tensor, saved_path: Path) -> tuple[bool, float, list[tuple[str, float]], bool | None]:
@@ -395,6 +420,7 @@ class Protector:
             save_image(adv, tmp, quality=self.config.quality, alpha=alpha, info=img.info)
             rec.success_engine = bool(res.success[0])
             rec.iterations = int(res.iterations[0])
+            rec.strength = res.params[0].get("strength") if self.config.protective else None
             rec.tries = int(res.tries[0])
             ok, margin, top5, robust_ok = self.verify(x, tmp)
             rec.success, rec.margin, rec.protected_top5, rec.robust_success = ok, margin, top5, robust_ok

@@ -99,7 +99,7 @@ def test_panel_goal_indexing_keeps_members_together() -> None:
 
 def test_parse_goal_privacy() -> None:
     g = parse_goal("privacy")
-    assert isinstance(g, Privacy) and g.k == 5 and g.max_prob == 0.05
+    assert isinstance(g, Privacy) and g.k == 5 and g.max_prob == 0.1
     assert parse_goal("privacy:0.1").max_prob == 0.1  # type: ignore[attr-defined]
     with pytest.raises(InputError, match="privacy probability"):
         parse_goal("privacy:2")

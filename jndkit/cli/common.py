@@ -146,6 +146,7 @@ def print_record(rec: ImageRecord, count: str = "") -> None:
         psnr = "unchanged" if rec.psnr is None else f"{rec.psnr:.1f} dB"
         err.print(f"{count}{mark} {name}: {before} → {after}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
                   + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
+                  + (f"budget {rec.strength:g}x JND  " if getattr(rec, "strength", None) is not None else "")
                   + f"K={rec.iterations}  {rec.seconds:.1f}s"
                   + (f"  {rec.protection}" if rec.protection else "")
                   + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)

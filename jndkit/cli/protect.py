@@ -52,7 +52,9 @@ def protect(
     gallery: Path | None = typer.Option(None, "--gallery",
                                         help="face: folder of known people (one sub-folder or photo each)."),
     strength: str | None = typer.Option(None, "--strength",
-                                        help="invisible (default, 1x the human JND) | subtle (1.5x) | strong (2.5x) "
+                                        help="auto (default: invisible, then subtle for a photo invisible "
+                                             "cannot protect) | invisible (0.5x the NAMM human JND) | "
+                                             "subtle (0.75x) | strong (1x) "
                                              "| a number: the perturbation budget of the protective method."),
     jnd: str | None = typer.Option(None, "--jnd", help="Human JND map of the budget: namm (default) | chou | "
                                                        "namm-colour | wu | colour-variance."),
