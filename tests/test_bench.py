@@ -27,7 +27,7 @@ from jndkit.bench import (
     summary_table,
 )
 from jndkit.errors import InputError
-from jndkit.images import load_image
+from jndkit.images import load_image, quantize
 from jndkit.victims import ClassifierVictim
 
 
@@ -239,17 +239,66 @@ def test_confidence_curve_k_is_the_attack_first_saved_success(model, seed):
     assert any(k is not None and k >= 2 for k in ks), ks
 
 
+class _Spy(nn.Module):
+    """The way the curve was measured before the engine had a hook: a victim that, at every
+    gradient forward, also judges the 8-bit version of its input."""
+
+    def __init__(self, victim: nn.Module) -> None:
+        super().__init__()
+        self.victim = victim
+        self.probs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            with torch.no_grad():
+                self.probs.append(self.victim(quantize(x.detach())).softmax(1)[0])
+        return self.victim(x)
+
+
+@pytest.mark.parametrize("method", ["levels", "bim", "jnd"])
+def test_confidence_curve_from_the_engine_hook_equals_a_spying_victim(method):
+    """The curve (engine hook) is the victim's answer on every 8-bit iterate, bit for bit what a
+    victim that spies on its own inputs records; for levels (on the 8-bit grid, fused check) it also
+    equals the softmax of the gradient forward itself."""
+    import dataclasses
+    import math
+
+    from jndkit.attacks import get_method, run_attack
+    from jndkit.goals import parse_goal
+
+    victim = tiny_victim(0, "tinyA")
+    x0, _, _ = evaluation_set(victim, 1)
+    c = bench.confidence_curve(victim, x0[0], method, max_iter=7)
+    spy = _Spy(victim)
+    never = dataclasses.replace(parse_goal("untargeted", 0.05).bind(victim(x0), victim), kappa=math.inf)
+    outputs: list[torch.Tensor] = []
+    run_attack(get_method(method), spy, never, x0, max_iter=7, retries=False,
+               on_iteration=lambda info: outputs.append(info.outputs[0].softmax(0)))
+    y = c["label"]
+    assert len(c["true"]) == len(spy.probs) == 7
+    assert c["true"] == [float(p[y]) for p in spy.probs]
+    assert c["wrong"] == [float(torch.cat([p[:y], p[y + 1 :]]).max()) for p in spy.probs]
+    with torch.no_grad():
+        clean = victim(x0).softmax(1)[0]
+    assert c["true"][0] == pytest.approx(float(clean[y]), abs=1e-6)  # iteration 0: the clean image
+    if method == "levels":
+        assert c["true"] == pytest.approx([float(p[y]) for p in outputs], abs=1e-5)
+    assert max(c["wrong"]) > c["wrong"][0]  # the attack moves the answer
+
+
 # ---------------------------------------------------------------------------------- resume
 def test_a_rerun_does_no_attack_work_and_a_larger_set_attacks_only_new_images(tiny_run, tinies, monkeypatch):
+    from jndkit.bench import runner as bench_runner
+
     out, first = tiny_run
     calls: list[int] = []
-    real = bench.run_attack
+    real = bench_runner.run_attack
 
     def counting(method, victim, goal, x0, *a, **k):
         calls.append(x0.shape[0])
         return real(method, victim, goal, x0, *a, **k)
 
-    monkeypatch.setattr(bench, "run_attack", counting)
+    monkeypatch.setattr(bench_runner, "run_attack", counting)
     again = run_benchmark(_config(), out, victims=tinies)
     assert calls == []
     assert [(r.model, r.method, r.image, r.success, r.psnr) for r in again.rows] == \
@@ -319,7 +368,8 @@ def test_cli_bench_rejects_unknown_methods_and_flags(tmp_path):
 
 
 def test_ranking_lists_only_methods_at_full_saved_success(tiny_run):
-    from jndkit.bench import _groups, ranking_table
+    from jndkit.bench import ranking_table
+    from jndkit.bench.tables import _groups
 
     _, result = tiny_run
     table = ranking_table(result.rows)
@@ -330,7 +380,8 @@ def test_ranking_lists_only_methods_at_full_saved_success(tiny_run):
 
 
 def test_per_method_image_caps():
-    from jndkit.bench import BenchConfig, _tasks, parse_method_images
+    from jndkit.bench import BenchConfig, parse_method_images
+    from jndkit.bench.runner import _tasks
     from jndkit.errors import InputError
 
     assert parse_method_images("mnd=8, hvs=4,") == {"mnd": 8, "hvs": 4}
@@ -344,3 +395,19 @@ def test_per_method_image_caps():
                                ("m", "mnd", "default", "margin:0.25", 8)]
     with pytest.raises(InputError, match="images for mnd"):
         BenchConfig(models=["m"], methods=[("mnd", "default")], method_images={"mnd": 0}).validate()
+
+
+def test_package_layout_names_used_elsewhere_and_module_sizes():
+    """The names the benchmark scripts and the CLI import from ``jndkit.bench`` stay there, and no
+    module of the package grows past 500 lines."""
+    from pathlib import Path
+
+    import jndkit.bench as pkg
+
+    used = ("BenchConfig", "evaluation_set", "machine_info", "parse_method_images", "read_csv", "report_markdown",
+            "resolve_methods", "run_benchmark", "run_method", "saved_success", "summary_table", "write_csv")
+    assert [n for n in used if not hasattr(pkg, n)] == []
+    assert set(pkg.__all__) <= set(dir(pkg))
+    sizes = {p.name: len(p.read_text().splitlines()) for p in Path(pkg.__file__).parent.glob("*.py")}
+    assert {"datasets.py", "runner.py", "records.py", "tables.py", "plots.py"} <= set(sizes)
+    assert max(sizes.values()) <= 500, sizes

@@ -242,3 +242,104 @@ def test_refine_runs_after_success_inside_the_engine():
     assert bool((n_ref <= 1.1 * 20.05).all()), n_ref
     assert bool((refined.margin > 0.05).all())  # the margin is that of the returned image
     assert torch.allclose(refined.margin, label_zero_goal().bind(victim(x0)).margin(victim(refined.x_adv)))
+
+
+# ---------------------------------------------------------------------------------- active set and hook
+def _hook_calls(method, victim, goal, x0, **kw):
+    from jndkit.attacks.engine import IterationInfo
+
+    calls: list[IterationInfo] = []
+    res = run_attack(method, victim, goal, x0, on_iteration=calls.append, **kw)
+    return res, calls
+
+
+def _same_result(a, b) -> bool:
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("x_adv", "success", "iterations", "margin", "tries"))
+
+
+def test_hook_sees_each_sample_at_every_step_until_its_first_saved_success():
+    x0 = batch(3)
+    thr = torch.tensor([0.5, 1.9, 3.2])  # K = 1, 3, 5 (see the first test)
+    victim = MeanShift(x0, thr)
+    goal = Untargeted(labels=torch.zeros(3, dtype=torch.long), kappa=0.05)
+    res, calls = _hook_calls(sign_method(), victim, goal, x0)
+    assert _same_result(res, run_attack(sign_method(), victim, goal, x0))  # the hook only observes
+    # a sample with K takes K gradient steps (iterations 0 .. K-1), then leaves the batch
+    assert [(c.iteration, c.attempt, c.active.tolist()) for c in calls] == [
+        (0, 0, [0, 1, 2]), (1, 0, [1, 2]), (2, 0, [1, 2]), (3, 0, [2]), (4, 0, [2])]
+    for c in calls:
+        assert c.x.shape[0] == c.outputs.shape[0] == c.active.numel() and not c.x.requires_grad
+        # row i is sample active[i], after `iteration` sign steps of one level on channels 0 and 2
+        d = ((c.x - x0[c.active]) * 255).round()
+        assert torch.equal(d[:, 0], torch.full_like(d[:, 0], float(c.iteration)))
+        # its margin in closed form: mean change (2/3 level per step) minus the sample's threshold
+        assert torch.allclose(c.margin(), 2 / 3 * c.iteration - thr[c.active], atol=1e-4)
+        assert torch.allclose(c.outputs, victim(c.x))
+
+
+def test_hook_reports_retries_with_their_attempt_and_the_caller_indices():
+    x0 = batch(2)
+    victim = MeanShift(x0, torch.tensor([0.5, 4.0]))
+
+    def l2(ctx):
+        return (ctx.x - ctx.x0).pow(2).flatten(1).sum(1) * 255.0**2
+
+    m = Method(name="toy-retry", loss_terms=((None, margin_loss), ("beta", l2)), update=GradientDescent(),
+               params={"lr": 2e-4, "beta": 0.00473, "eps": 1.0}, projection=_freeze_channel1, max_iter=40,
+               retry=Retry(scale={"beta": 0.0}, max_tries=1))
+    goal = Untargeted(labels=torch.zeros(2, dtype=torch.long), kappa=0.05)
+    res, calls = _hook_calls(m, victim, goal, x0)
+    assert _same_result(res, run_attack(m, victim, goal, x0))
+    assert res.tries.tolist() == [1, 2]  # sample 1 fails the first run (see the retry test)
+    first = [c for c in calls if c.attempt == 0]
+    retry = [c for c in calls if c.attempt == 1]
+    assert [c.iteration for c in first] == list(range(40)) and first[0].active.tolist() == [0, 1]
+    assert first[-1].active.tolist() == [1]  # sample 0 succeeded on the way
+    # the retry runs sample 1 alone, reported under its index in the caller's batch, from the clean image
+    assert retry and all(c.active.tolist() == [1] for c in retry)
+    assert [c.iteration for c in retry] == list(range(len(retry))) and len(retry) == int(res.iterations[1]) - 40
+    assert torch.equal(retry[0].x, x0[1:2])
+    assert {c.attempt for c in calls} == {0, 1}
+
+
+def test_fused_check_runs_are_the_same_as_separate_checks():
+    """A one-level sign step is on the 8-bit grid, so with ``on_grid`` the gradient forward doubles as
+    the check (the sample leaves at the forward that shows its success): same K, images and margins."""
+    import dataclasses
+
+    from jndkit.attacks.engine import LevelStep
+
+    x0 = batch(3)
+    thr = torch.tensor([0.5, 1.9, 3.2])
+    victim = MeanShift(x0, thr)
+    goal = Untargeted(labels=torch.zeros(3, dtype=torch.long), kappa=0.05)
+    # fraction 1: every value with a gradient moves one level (channel 1 is put back by the projection)
+    m = Method(name="toy-level", loss_terms=((None, margin_loss),), update=LevelStep(),
+               params={"fraction": 1.0, "max_levels": 255.0, "eps": 1.0}, projection=_freeze_channel1, max_iter=20)
+    fused, calls = _hook_calls(dataclasses.replace(m, on_grid=True), victim, goal, x0)
+    separate = run_attack(m, victim, goal, x0)
+    assert fused.iterations.tolist() == separate.iterations.tolist() == [1, 3, 5]
+    assert _same_result(fused, separate)
+    # the fused check is the forward of iteration K itself: the hook sees a sample there once more
+    seen = [sum(int(i) in c.active.tolist() for c in calls) for i in range(3)]
+    assert seen == [2, 4, 6]
+
+
+def test_active_set_take_keeps_every_per_sample_field_aligned():
+    from jndkit.attacks.engine import _ActiveSet
+
+    n = 4
+    rows = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone()
+    goal = Untargeted(kappa=0.05).bind(10 * torch.eye(n))  # sample i: clean label i
+    s = _ActiveSet(index=torch.tensor([5, 6, 7, 8]), v=rows.clone().requires_grad_(True), x0=rows + 10,
+                   goal=goal, victim=nn.Identity(), extras={"bound": rows + 20}, state={"m": rows + 30},
+                   tstates=[{"momentum": rows + 40}], last_q=rows + 50)
+    t = s.take(torch.tensor([2, 0]))
+    assert len(t) == 2 and t.index.tolist() == [7, 5] and t.goal.labels.tolist() == [2, 0]
+    for value, offset in ((t.v, 0), (t.x0, 10), (t.extras["bound"], 20), (t.state["m"], 30),
+                          (t.tstates[0]["momentum"], 40), (t.last_q, 50)):
+        assert value[:, 0, 0, 0].tolist() == [2 + offset, 0 + offset]
+    assert not t.v.requires_grad
+    t.state["m"].zero_()  # the taken state is a copy: an in-place optimiser update leaves the original
+    assert s.state["m"][:, 0, 0, 0].tolist() == [30, 31, 32, 33]
+    assert len(t.take(torch.tensor([], dtype=torch.long))) == 0

@@ -511,6 +511,10 @@ class _ActiveSet:
 class IterationInfo:
     """What :func:`run_attack`'s ``on_iteration`` hook sees at each gradient step of a run.
 
+    A sample is reported at iterations ``0 .. K-1`` when its first saved success comes at
+    ``K`` (checked after update ``K``). With the fused check (``Method.on_grid``) the forward of
+    iteration ``K`` is itself that check, so the sample is reported once more, at ``K``.
+
     Attributes:
         iteration: updates applied so far in this run (0 = the starting image).
         attempt: 0 for the first run, ``k`` for the ``k``-th retry.
