@@ -375,3 +375,10 @@ def test_a_report_json_jndkit_did_not_write_is_never_replaced(tmp_path):
     with pytest.raises(OutputError, match="not a jndkit report"):
         list(protect_paths([a], tmp_path / "out", ProtectConfig.research()))
     assert (tmp_path / "out" / "report.json").read_text() == '{"mine": 1}'
+
+
+def test_an_empty_input_folder_creates_no_output_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["protect", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--research"])
+    assert r.exit_code == 2 and "no images found" in r.output
+    assert not (tmp_path / "out").exists()
