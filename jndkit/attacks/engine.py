@@ -27,11 +27,10 @@ projection. :func:`run_attack` owns everything else, once:
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,284 +40,40 @@ from ..errors import InputError
 from ..goals import Goal
 from ..images import quantize
 
-LEVEL = 1.0 / 255.0
-
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
-
-
-# ----------------------------------------------------------------------------------
-# Context handed to the pieces of a method
-# ----------------------------------------------------------------------------------
-@dataclass
-class Context:
-    """What the loss terms and projections of a method see at one iteration.
-
-    Attributes:
-        x: candidate image ``[b,3,H,W]`` (differentiable) of the active samples.
-        x0: their clean images.
-        outputs: victim outputs on ``x`` (after the input transform, if any).
-        goal: the bound goal restricted to the active samples.
-        params: the method's scalar parameters (weights, step sizes), after retries.
-        extras: per-sample tensors prepared once (JND maps, bounds), compacted with the batch.
-        iteration: 0-based iteration number.
-    """
-
-    x: torch.Tensor
-    x0: torch.Tensor
-    outputs: torch.Tensor
-    goal: Goal
-    params: Mapping[str, float]
-    extras: dict[str, torch.Tensor]
-    iteration: int
-
-
-LossTerm = Callable[[Context], torch.Tensor]
-"""A loss term maps a context to a per-sample loss ``[b]`` (to be minimised)."""
-
-
-class Parametrisation(Protocol):
-    """How the optimised variable ``v`` maps to the image."""
-
-    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
-             gen: torch.Generator) -> torch.Tensor: ...
-
-    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Delta:
-    """``x = clamp(x0 + v, 0, 1)``. ``init`` is zero, or uniform in ``±random_start`` (``params`` key,
-    in [0,1] units), or uniform in ``±init_scale * extras['bound']`` (seed 004).
-
-    Args:
-        grad_at_bounds: ``torch.clamp`` gives *no* gradient to a value exactly at 0 or 1, so a
-            saturated pixel (white sky, black shadow, or a value a projection just put on the
-            box) gets ``sign(0) = 0`` and can never move back inside. With ``True`` the values in
-            ``[-1e-6, 1 + 1e-6]`` keep the identity gradient (the image is the same clamped
-            value); values further out still get none. This is what torchattacks and Foolbox do
-            (they differentiate the image itself, not a clamp of it). Default ``False`` keeps
-            the original behaviour for the methods configured before the flag existed.
-    """
-
-    grad_at_bounds: bool = False
-
-    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
-             gen: torch.Generator) -> torch.Tensor:
-        r = float(params.get("random_start", 0.0))
-        s = float(params.get("init_scale", 0.0))
-        if r > 0:
-            u = torch.rand(x0.shape, generator=gen, device=gen.device).to(x0.device)
-            return (2 * u - 1) * r
-        if s > 0 and "bound" in extras:
-            u = torch.rand(x0.shape, generator=gen, device=gen.device).to(x0.device)
-            return (2 * u - 1) * s * extras["bound"]
-        return torch.zeros_like(x0)
-
-    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        y = x0 + v
-        if not self.grad_at_bounds:
-            return y.clamp(0.0, 1.0)
-        inside = ((y >= -1e-6) & (y <= 1.0 + 1e-6)).to(y.dtype)
-        # value: exactly clamp(y); gradient: identity inside the box (bounds included), 0 outside
-        return y.detach().clamp(0.0, 1.0) + (y - y.detach()) * inside
-
-
-@dataclass(frozen=True)
-class Tanh:
-    """C&W's change of variable ``x = (tanh(w) + 1) / 2`` (box constraint without clipping).
-
-    ``init`` uses ``atanh`` of the image shrunk by ``1 - 1e-6`` so that exact 0 and 1 stay finite.
-    """
-
-    def init(self, x0: torch.Tensor, params: Mapping[str, float], extras: dict[str, torch.Tensor],
-             gen: torch.Generator) -> torch.Tensor:
-        return torch.atanh((2 * x0 - 1) * (1 - 1e-6))
-
-    def image(self, v: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        return (torch.tanh(v) + 1) / 2
-
-
-# ----------------------------------------------------------------------------------
-# Update rules: per-sample state as tensors, so the batch can be compacted
-# ----------------------------------------------------------------------------------
-class UpdateRule(Protocol):
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-    def step(self, v: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
-             params: Mapping[str, float], it: int, ctx: "StepInfo") -> torch.Tensor: ...
-
-
-@dataclass
-class StepInfo:
-    """Extra facts an update rule may use: the clean image, the candidate's current image,
-    the victim and the bound goal of the active samples (DeepFool-style rules need the victim)."""
-
-    x0: torch.Tensor
-    x: torch.Tensor
-    extras: dict[str, torch.Tensor]
-    victim: nn.Module | None = None
-    goal: Goal | None = None
-
-
-@dataclass(frozen=True)
-class GradientDescent:
-    """``v <- v - lr * g`` (seed 000 eq. 3-4: plain gradient descent with step ``alpha``)."""
-
-    lr_key: str = "lr"
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
-
-    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        return v - float(params[self.lr_key]) * g
-
-
-@dataclass(frozen=True)
-class SignStep:
-    """``v <- v - alpha * sign(g)`` (FGSM, BIM, PGD, MI-FGSM, DI²-FGSM)."""
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
-
-    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        return v - float(params["alpha"]) * g.sign()
-
-
-@dataclass(frozen=True)
-class ValueStep:
-    """FGV (seed 000 eq. 8): ``v <- v - alpha * g / max|g|`` per sample (the gradient's values, scaled)."""
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
-
-    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        scale = g.flatten(1).abs().amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return v - float(params["alpha"]) * g / scale
-
-
-@dataclass(frozen=True)
-class Adam:
-    """Adam with per-sample state (bias-corrected), written out so the batch can shrink."""
-
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"m": torch.zeros_like(v), "s": torch.zeros_like(v)}
-
-    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        t = it + 1
-        state["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
-        state["s"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        mhat = state["m"] / (1 - self.beta1**t)
-        shat = state["s"] / (1 - self.beta2**t)
-        return v - float(params["lr"]) * mhat / (shat.sqrt() + self.eps)
-
-
-@dataclass(frozen=True)
-class LevelStep:
-    """Quantization-aware step: move only the ``n`` values with the largest ``|g|`` by one 8-bit level.
-
-    ``n = max(1, fraction * numel)`` per sample, where ``fraction = params['fraction']``.
-    A value moves only if it stays in [0,1] and within ``params['max_levels']`` levels of the
-    clean value. The image is therefore always exactly an 8-bit image.
-    """
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
-
-    def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        b = v.shape[0]
-        direction = -g.sign()
-        new = v + direction * LEVEL
-        x_new = ctx.x0 + new
-        max_levels = float(params.get("max_levels", 1.0))
-        ok = (x_new >= -1e-6) & (x_new <= 1 + 1e-6) & (new.abs() <= max_levels * LEVEL + 1e-6) & (g != 0)
-        # score = gain per unit of squared error: taking a value from u to u + 1 levels adds
-        # (u + 1)^2 - u^2 = 2u + 1 to its squared error (a fresh value: 1)
-        used = (v.abs() * 255.0).round()
-        score = g.abs() * ok / (1.0 + 2.0 * used)
-        cost = ctx.extras.get("cost")
-        if cost is not None:  # trade gradient against visibility (see losses.ssim_change_cost)
-            score = score / cost
-        score = score.flatten(1)
-        n = max(1, int(float(params["fraction"]) * score.shape[1]))
-        top = score.topk(n, dim=1)
-        mask = torch.zeros_like(score)
-        mask.scatter_(1, top.indices, (top.values > 0).to(mask.dtype))
-        mask = mask.view_as(v)
-        out = v + mask * direction * LEVEL
-        # keep v on the exact level grid relative to the (already 8-bit) clean image
-        return torch.round(out * 255.0) / 255.0 if b else out
-
-
-# ----------------------------------------------------------------------------------
-# Gradient and input transforms (composable: momentum + input diversity + ...)
-# ----------------------------------------------------------------------------------
-class GradTransform(Protocol):
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-    def __call__(self, g: torch.Tensor, state: dict[str, torch.Tensor], params: Mapping[str, float]) -> torch.Tensor: ...
-
-
-@dataclass(frozen=True)
-class Momentum:
-    """MI-FGSM: ``g_t = mu * g_{t-1} + g / ||g||_1`` (per sample)."""
-
-    def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"momentum": torch.zeros_like(v)}
-
-    def __call__(self, g, state, params):  # type: ignore[no-untyped-def]
-        norm = g.abs().flatten(1).mean(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.ndim - 1)))
-        state["momentum"].mul_(float(params.get("mu", 1.0))).add_(g / norm)
-        return state["momentum"].clone()
-
-
-InputTransform = Callable[[torch.Tensor, Mapping[str, float], torch.Generator], torch.Tensor]
-
-
-def input_diversity(x: torch.Tensor, params: Mapping[str, float], gen: torch.Generator) -> torch.Tensor:
-    """DI²-FGSM's random resize-and-pad, applied with probability ``diversity_prob``.
-
-    The image is resized to a random ``rnd`` in ``[size, size * resize_rate)`` (nearest) and
-    zero-padded at a random place to ``size * resize_rate``, then used as the victim's input.
-    """
-    p = float(params.get("diversity_prob", 0.5))
-    rate = float(params.get("resize_rate", 0.9))
-    if torch.rand((), generator=gen, device=gen.device).item() >= p:
-        return x
-    h, w = x.shape[-2:]
-    size = min(h, w)
-    small, big = (int(size * rate), size) if rate < 1 else (size, int(size * rate))
-    rnd = int(torch.randint(small, big, (), generator=gen, device=gen.device).item())
-    resized = nn.functional.interpolate(x, size=(rnd, rnd), mode="nearest")
-    rem = big - rnd
-    top = int(torch.randint(0, rem + 1, (), generator=gen, device=gen.device).item())
-    left = int(torch.randint(0, rem + 1, (), generator=gen, device=gen.device).item())
-    return nn.functional.pad(resized, (left, rem - left, top, rem - top), value=0.0)
-
-
-# ----------------------------------------------------------------------------------
-# Projections
-# ----------------------------------------------------------------------------------
-Projection = Callable[[torch.Tensor, torch.Tensor, Mapping[str, float], dict[str, torch.Tensor]], torch.Tensor]
-
-
-def project_linf(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
-                 extras: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Clip ``v`` to ``±eps`` and keep ``x0 + v`` in [0,1]."""
-    eps = float(params["eps"])
-    return (x0 + v.clamp(-eps, eps)).clamp(0, 1) - x0
-
-
-def project_bound_round(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, float],
-                        extras: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Seed 004: clip to the per-pixel bound ``±extras['bound']``, keep [0,1], round to 1/255."""
-    b = extras["bound"]
-    v = torch.maximum(torch.minimum(v, b), -b)
-    x = quantize((x0 + v).clamp(0, 1))
-    return x - x0
+# The pieces of a method and the success checks live in .parts and .polish (issue 11: no module
+# above 500 lines); every name is re-exported here (``X as X``) so existing imports keep working.
+from .parts import LEVEL as LEVEL
+from .parts import Adam as Adam
+from .parts import Context as Context
+from .parts import Delta as Delta
+from .parts import GradientDescent as GradientDescent
+from .parts import GradTransform as GradTransform
+from .parts import InputTransform as InputTransform
+from .parts import LevelStep as LevelStep
+from .parts import LossTerm as LossTerm
+from .parts import Momentum as Momentum
+from .parts import Parametrisation as Parametrisation
+from .parts import Prepare as Prepare
+from .parts import Projection as Projection
+from .parts import SignStep as SignStep
+from .parts import StepInfo as StepInfo
+from .parts import Tanh as Tanh
+from .parts import UpdateRule as UpdateRule
+from .parts import ValueStep as ValueStep
+from .parts import input_diversity as input_diversity
+from .parts import l2_sphere_step as l2_sphere_step
+from .parts import project_bound_round as project_bound_round
+from .parts import project_linf as project_linf
+from .polish import ProgressFn as ProgressFn
+from .polish import Robust as Robust
+from .polish import Transform as Transform
+from .polish import _evaluate as _evaluate
+from .polish import _take as _take
+from .polish import _transforms as _transforms
+from .polish import _victim_of as _victim_of
+from .polish import prune as prune
+from .polish import refine as refine
+from .polish import robust_margin as robust_margin
 
 
 # ----------------------------------------------------------------------------------
@@ -345,9 +100,6 @@ class Retry:
         for k, s in self.scale.items():
             out[k] = out.get(k, 0.0) * s
         return out
-
-
-Prepare = Callable[[torch.Tensor, Mapping[str, float]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -379,7 +131,7 @@ class Method:
     loss_terms: tuple[tuple[str | None, LossTerm], ...]
     update: Any
     params: Mapping[str, float] = field(default_factory=dict)
-    parametrisation: Any = Delta()
+    parametrisation: Any = Delta()  # noqa: RUF009 (Delta is a frozen dataclass: immutable, safe to share)
     projection: Projection | None = None
     grad_transforms: tuple[Any, ...] = ()
     input_transform: InputTransform | None = None
@@ -449,21 +201,6 @@ class AttackResult:
         vals, idx = probs.topk(min(k, probs.shape[1]), dim=1)
         return [[(labels[j] if labels is not None else str(j), p) for j, p in zip(i, v)]
                 for v, i in zip(vals.tolist(), idx.tolist())]
-
-
-def _take(d: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {k: v[idx] for k, v in d.items()}
-
-
-def _victim_of(victim: nn.Module, idx: torch.Tensor) -> nn.Module:
-    """The victim of samples ``idx``.
-
-    A victim with per-sample state (a face victim holds each photo's landmarks; a detector
-    victim each photo's boxes) says so with a true ``per_sample`` attribute and supports
-    ``victim[idx]``, like a bound goal; the engine then indexes it wherever it indexes the goal.
-    Any other victim is the same function for every sample and is returned as it is.
-    """
-    return victim[idx] if getattr(victim, "per_sample", False) else victim  # type: ignore[index]
 
 
 @dataclass
@@ -540,50 +277,6 @@ class IterationInfo:
 
 IterationFn = Callable[[IterationInfo], None]
 """``on_iteration(info)``: called once per gradient step with :class:`IterationInfo`."""
-
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
-Robust = Transform | Sequence[Transform] | None
-"""What success must survive: nothing, one transform of the 8-bit image (a JPEG re-encoding), or a
-sequence of them (an upload suite: success must hold after *each*)."""
-
-
-def _transforms(robust: Robust) -> tuple[Transform, ...]:
-    if robust is None:
-        return ()
-    if callable(robust):
-        return (robust,)
-    return tuple(robust)
-
-
-@torch.no_grad()
-def robust_margin(victim: nn.Module, goal: Goal, xq: torch.Tensor, robust: Robust,
-                  outputs: torch.Tensor | None = None) -> torch.Tensor:
-    """The goal margin of the 8-bit images ``xq`` that must also hold after each transform of
-    ``robust``: the minimum over the image itself and every transform of it. This is the one
-    place the engine (checks, refinement, pruning, final margins) computes it.
-
-    ``outputs``: the victim's outputs on ``xq`` when already computed. A sample whose margin is
-    already below ``goal.kappa`` is not transformed further (it failed whatever the rest
-    gives), so for failing samples the value is the minimum over the transforms evaluated so far:
-    an upper bound of the full minimum, and exact for every sample that reaches the goal.
-    """
-    m = goal.margin(victim(xq) if outputs is None else outputs).clone()
-    for t in _transforms(robust):
-        alive = (m > goal.kappa).nonzero().squeeze(1)
-        if alive.numel() == 0:
-            break
-        mt = goal[alive].margin(_victim_of(victim, alive)(t(xq[alive])))
-        m[alive] = torch.minimum(m[alive], mt)
-    return m
-
-
-@torch.no_grad()
-def _evaluate(victim: nn.Module, goal: Goal, xq: torch.Tensor,
-              robust: Robust) -> tuple[torch.Tensor, torch.Tensor]:
-    """Margin and reached on the quantized image (and after each robust transform: all must hold)."""
-    margin = robust_margin(victim, goal, xq, robust)
-    return margin, margin > goal.kappa
 
 
 def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, params: Mapping[str, float],
@@ -808,117 +501,3 @@ def run_attack(
     seconds = (time.perf_counter() - t0) / max(b, 1)
     return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
                         seconds=seconds, params=used, history=history or [])
-
-
-def l2_sphere_step(delta: torch.Tensor, g: torch.Tensor, alpha: float, eps_step: torch.Tensor, x0: torch.Tensor,
-                   eps: torch.Tensor | None = None) -> torch.Tensor:
-    """DDN's move (Rony et al. 2019, Algorithm 1), per sample: ``δ - α ε_step g/|g|``, rescaled to
-    the L2 radius ``eps`` (default ``eps_step``), then clipped so that ``x0 + δ`` stays in [0,1]."""
-    view = (delta.shape[0],) + (1,) * (delta.ndim - 1)
-    eps = eps_step if eps is None else eps
-    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-    delta = delta - alpha * eps_step.view(view) * g / gn
-    delta = delta * (eps.view(view) / delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view))
-    return (x0 + delta).clamp(0.0, 1.0) - x0
-
-
-def refine(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor, steps: int = 100,
-           gamma: float = 0.05, alpha: float = 0.5, alpha_min: float = 0.01,
-           robust: Robust = None,
-           progress: ProgressFn | None = None) -> torch.Tensor:
-    """Lower the L2 norm of successful 8-bit images: the second half of DDN (Rony et al. 2019).
-
-    The engine stops a sample at its first saved success, on a growing radius. From there DDN's
-    own rule goes on: per sample, with ``ε`` the current radius (starting at ``|x_adv - x0|``)
-    and ``g`` the goal loss's gradient at the current 8-bit image,
-    ``δ ← δ - α_t ε g/|g|``, then ``ε ← (1 - γ) ε`` when that 8-bit image reaches the goal (and
-    after ``robust``) and ``(1 + γ) ε`` when it does not, ``δ ← ε δ/|δ|``, clipped to the
-    image. ``α_t`` is cosine-annealed from ``alpha`` to ``alpha_min``. It returns, per sample, the
-    smallest-norm 8-bit image that was checked to reach the goal (``x_adv`` itself if none is
-    smaller), so the output reaches the goal by construction. One victim pass per step (two with
-    ``robust``), batched over samples.
-
-    Measured on face descriptors, where the first success lies well above the minimum norm
-    (dodging obama2.jpg: 100 steps lowered the norm by 0.7-2.2 dB, 300 steps by 0.1 dB more; over
-    12 face samples +1.0 dB on average, docs/face.md), and on mobilenet_v2 (16 crops, untargeted:
-    ``ddn:refined`` 69.24 dB against 67.13 for ``ddn``, at ten times the time; docs/benchmarks.md).
-    Methods ask for it with ``Method.refine`` (``ddn:refined``; ``ddn`` on face goals).
-    """
-    if steps <= 0 or x_adv.shape[0] == 0:
-        return x_adv
-    q0 = quantize(x0)
-    b = x_adv.shape[0]
-    best = x_adv.clone()
-    best_norm = (x_adv - q0).flatten(1).norm(dim=1)
-    eps = best_norm.clone()
-    delta = (x_adv - q0).clone()
-    for t in range(steps):
-        xq = quantize(q0 + delta).requires_grad_(True)
-        with torch.enable_grad():
-            out = victim(xq)
-            (g,) = torch.autograd.grad(goal.loss(out).sum(), xq)
-        with torch.no_grad():
-            m = robust_margin(victim, goal, xq.detach(), robust, outputs=out.detach())
-            reached = m > goal.kappa
-            norm = (xq.detach() - q0).flatten(1).norm(dim=1)
-            better = reached & (norm < best_norm)
-            best[better] = xq.detach()[better]
-            best_norm = torch.where(better, norm, best_norm)
-            a = alpha_min + (alpha - alpha_min) * 0.5 * (1.0 + math.cos(math.pi * t / steps))
-            eps = torch.where(reached, eps * (1.0 - gamma), eps * (1.0 + gamma))
-            delta = l2_sphere_step(delta, g, a, eps, q0)
-        if progress is not None:
-            progress(t + 1, steps, {"phase": "refine", "active": b, "succeeded": b})
-    return best
-
-
-@torch.no_grad()
-def prune(victim: nn.Module, goal: Goal, x0: torch.Tensor, x_adv: torch.Tensor,
-          robust: Robust = None, max_evals: int = 14,
-          cost: torch.Tensor | None = None, tolerance: float = 1 / 256) -> torch.Tensor:
-    """Undo changed values that the success does not need (batched over samples).
-
-    Per sample, the changed values are ranked by how much they help the goal, to first order
-    (``grad(margin) * (x_adv - x0)`` per value, least useful first). A binary search then finds
-    the largest ``k`` such that restoring the ``k`` least useful changes to their clean value
-    still reaches the goal on the 8-bit image (and after ``robust``). Every accepted state was
-    checked, so the output reaches the goal by construction. ``max_evals`` bounds the checks
-    (a binary search over ``n`` changes needs ``log2(n)``: 14 covers 16k changed values); a
-    sample stops searching once its bracket is narrower than ``tolerance * n`` changes (1/256:
-    about 8 checks, for at most 0.4 % of the changes kept in excess; measured on 32 crops with
-    mobilenet_v2: 67.37 dB against 67.38 dB for the full search).
-    ``cost`` (``[B,C,H,W]``, positive), when given, divides the usefulness, so that of two
-    changes that help equally the more visible one is undone first.
-    """
-    q0 = quantize(x0)
-    b = x_adv.shape[0]
-    if b == 0:
-        return x_adv
-    with torch.enable_grad():
-        z = x_adv.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(goal.margin(victim(z)).sum(), z)
-    diff = (x_adv - q0).flatten(1)
-    changed = diff != 0
-    useful = g.flatten(1) * diff
-    if cost is not None:
-        useful = useful / cost.flatten(1)
-    useful = useful.masked_fill(~changed, float("inf"))
-    order = useful.argsort(dim=1)  # least useful changed values first, unchanged last
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order).contiguous())
-    n = changed.sum(dim=1)
-    lo = torch.zeros(b, dtype=torch.long, device=x_adv.device)  # restoring lo changes is known to work
-    hi = n.clone()  # restoring more than hi is known (or assumed) to fail
-    slack = (n.to(torch.float64) * tolerance).floor().to(torch.long)
-    flat_adv, flat_q0 = x_adv.flatten(1), q0.flatten(1)
-    for _ in range(max_evals):
-        todo = (hi - lo > slack).nonzero().squeeze(1)
-        if todo.numel() == 0:
-            break
-        mid = (lo[todo] + hi[todo] + 1) // 2
-        cand = torch.where(rank[todo] < mid[:, None], flat_q0[todo], flat_adv[todo]).view_as(x_adv[todo])
-        _, r = _evaluate(_victim_of(victim, todo), goal[todo], cand, robust)
-        lo[todo] = torch.where(r, mid, lo[todo])
-        hi[todo] = torch.where(r, hi[todo], mid - 1)
-    out = torch.where(rank < lo[:, None], flat_q0, flat_adv)
-    return out.view_as(x_adv)
