@@ -55,6 +55,7 @@ from .parts import Momentum as Momentum
 from .parts import Parametrisation as Parametrisation
 from .parts import Prepare as Prepare
 from .parts import Projection as Projection
+from .parts import Retry as Retry
 from .parts import SignStep as SignStep
 from .parts import StepInfo as StepInfo
 from .parts import Tanh as Tanh
@@ -77,31 +78,8 @@ from .polish import robust_margin as robust_margin
 
 
 # ----------------------------------------------------------------------------------
-# Methods and retries
+# Methods
 # ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Retry:
-    """Re-attack the samples that failed with changed parameters (seed 002 eq. 8).
-
-    Each retry sets ``params[k] += shift[k]`` for the keys in ``shift`` whose value is
-    non-zero (and keeps them at or above ``floor``), and ``params[k] *= scale[k]``.
-    """
-
-    shift: Mapping[str, float] = field(default_factory=dict)
-    scale: Mapping[str, float] = field(default_factory=dict)
-    max_tries: int = 10
-    floor: float = 0.0
-
-    def next(self, params: Mapping[str, float]) -> dict[str, float]:
-        out = dict(params)
-        for k, d in self.shift.items():
-            if out.get(k, 0.0) != 0.0:
-                out[k] = max(self.floor, out[k] + d)
-        for k, s in self.scale.items():
-            out[k] = out.get(k, 0.0) * s
-        return out
-
-
 @dataclass(frozen=True)
 class Method:
     """A method is a configuration of the engine.

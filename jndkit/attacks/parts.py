@@ -3,16 +3,16 @@
 Parametrisations (:class:`Delta`, :class:`Tanh`), update rules with per-sample state
 (:class:`GradientDescent`, :class:`SignStep`, :class:`ValueStep`, :class:`Adam`,
 :class:`LevelStep`, DDN's :func:`l2_sphere_step`), gradient and input transforms
-(:class:`Momentum`, :func:`input_diversity`) and projections (:func:`project_linf`,
-:func:`project_bound_round`), with the :class:`Context` the loss terms see. Moved out of
-``engine.py`` unchanged (issue 11: no module above 500 lines); ``jndkit.attacks.engine``
-re-exports every name.
+(:class:`Momentum`, :func:`input_diversity`), projections (:func:`project_linf`,
+:func:`project_bound_round`) and the retry schedule (:class:`Retry`), with the :class:`Context`
+the loss terms see. Moved out of ``engine.py`` unchanged (issue 11: no module above 500 lines);
+``jndkit.attacks.engine`` re-exports every name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -300,6 +300,29 @@ def project_bound_round(v: torch.Tensor, x0: torch.Tensor, params: Mapping[str, 
 
 
 Prepare = Callable[[torch.Tensor, Mapping[str, float]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Re-attack the samples that failed with changed parameters (seed 002 eq. 8).
+
+    Each retry sets ``params[k] += shift[k]`` for the keys in ``shift`` whose value is
+    non-zero (and keeps them at or above ``floor``), and ``params[k] *= scale[k]``.
+    """
+
+    shift: Mapping[str, float] = field(default_factory=dict)
+    scale: Mapping[str, float] = field(default_factory=dict)
+    max_tries: int = 10
+    floor: float = 0.0
+
+    def next(self, params: Mapping[str, float]) -> dict[str, float]:
+        out = dict(params)
+        for k, d in self.shift.items():
+            if out.get(k, 0.0) != 0.0:
+                out[k] = max(self.floor, out[k] + d)
+        for k, s in self.scale.items():
+            out[k] = out.get(k, 0.0) * s
+        return out
 
 
 def l2_sphere_step(delta: torch.Tensor, g: torch.Tensor, alpha: float, eps_step: torch.Tensor, x0: torch.Tensor,
