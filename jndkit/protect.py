@@ -435,9 +435,7 @@ class Protector:
                 rec.status = "protected"
             else:
                 rec.status, rec.output = "failed", None
-                rec.error = (f"{src}: not protected: the saved image still "
-                             + ("reaches" if not ok else "reaches after an upload transform")
-                             + " the clean answer; nothing written (try --strength subtle or strong, or more --max-iter)")
+                rec.error = f"{src}: not protected: {self._why_not(rec, ok)}; nothing written ({self._hint(rec)})"
         except JndkitError as e:
             rec.status, rec.error = "error", str(e)
         except (OSError, ValueError, RuntimeError) as e:  # anything unexpected about this one file
@@ -447,6 +445,25 @@ class Protector:
                 tmp.unlink()
         rec.seconds = round(time.perf_counter() - t0, 3)
         return rec
+
+    def _why_not(self, rec: ImageRecord, ok_on_file: bool) -> str:
+        """Which model, after which upload, still sees the photo's class (from the matrix)."""
+        where = "on the saved file" if not ok_on_file else "after an upload transform"
+        if rec.matrix:
+            bad = [c for c in rec.matrix["cells"] if not c["changed"] or c["in_top5"] or c["clean_prob"] > 0.1]
+            if bad:
+                c = min(bad, key=lambda c: (c["changed"], -c["clean_prob"]))
+                state = ("still answers" if not c["changed"] else "still has in its top-5") + f" {c['clean_label']}"
+                return (f"{c['model']} {state} ({c['clean_prob']:.2f}) after {c['transform']}"
+                        f" ({len(bad)} of {len(rec.matrix['cells'])} model x upload checks fail)")
+        return f"the goal is not reached {where}"
+
+    def _hint(self, rec: ImageRecord) -> str:
+        if not self.config.protective:
+            return "raise --max-iter or try another --method"
+        if rec.strength is not None and rec.strength < STRENGTHS["strong"]:
+            return "--strength strong gives a larger budget, which can show in dark flat areas"
+        return "this photo resists the budget; --strength 1.5 or more, or --upload with fewer transforms"
 
     def _measure(self, rec: ImageRecord, ref: torch.Tensor, saved: torch.Tensor, alpha: Any = None) -> None:
         """Quality numbers of the saved image (its colour channels) and its protection matrix (for a

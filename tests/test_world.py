@@ -221,6 +221,7 @@ def test_a_failed_photo_leaves_nothing_under_its_name(tmp_path, photo_fn) -> Non
     cfg = ProtectConfig(model="mobilenet_v2", upload="jpeg75", strength="0.2", max_iter=1)
     rec = list(protect_paths([src], tmp_path / "out", cfg))[0]
     assert rec.status == "failed" and rec.output is None
+    assert "mobilenet_v2" in rec.error and "after " in rec.error and "--strength strong" in rec.error
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.json"]
     # --resume tries a failure again (nothing is there to skip)
     rec2 = list(protect_paths([src], tmp_path / "out", cfg, resume=True))[0]
