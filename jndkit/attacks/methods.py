@@ -170,7 +170,7 @@ _SIGN = {"eps": 4 * EPS_1, "alpha": EPS_1, "steps": 10.0}
 
 METHODS: dict[str, MethodSpec] = {
     "levels": MethodSpec("levels", _levels, LEVELS_PRESETS, "default",
-                         "jndkit's quantization-aware level search (the default of `jndkit protect`)", "jndkit",
+                         "jndkit's quantization-aware level search (the default of `jndkit protect --research`)", "jndkit",
                          lossy_preset="fast"),
     "jnd": MethodSpec("jnd", _jnd, JND_PRESETS, "default", "Seed 000 JNDMGA (l1*CE + l2*L2 + l3*BR + l4*TV)"),
     "jnd-baseline": MethodSpec("jnd-baseline", _jnd,
