@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputError
-from .images import find_images, output_path
+from ..errors import InputError, OutputError
+from ..images import find_images, output_path
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
     """Write strict JSON (no ``Infinity``/``NaN``: they become ``null``) through a temporary file and a
     rename. Used for jndkit's own reports, which a run keeps up to date (:func:`check_report_path`
     refuses to replace a ``report.json`` that jndkit did not write)."""
-    from .jsonio import write_json_atomic as _write
+    from ..jsonio import write_json_atomic as _write
 
     _write(data, path, overwrite=True)
 
