@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -26,7 +26,7 @@ class _DefaultRun(TyperGroup):
     """A group whose first argument, when it is not a subcommand, belongs to ``run``:
     ``jndkit study A B`` is ``jndkit study run A B``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: typer's own (vendored) click Context
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -53,11 +53,13 @@ def run(
     noise: float = typer.Option(40.0, "--noise", help="Noise catch trials: Gaussian sigma in 8-bit levels."),
     flicker_ms: int = typer.Option(200, "--flicker-ms", help="Flicker: time each frame is shown, milliseconds."),
     crop: int = typer.Option(0, "--crop", help="Show the centre SIZE x SIZE crop (0: whole photos)."),
-    intersection: bool = typer.Option(False, "--intersection",
-                                      help="Use the photos present in every folder instead of refusing unmatched ones."),
+    intersection: bool = typer.Option(
+        False, "--intersection", help="Use the photos present in every folder instead of refusing unmatched ones."
+    ),
 ) -> None:
-    """(The default command.) Serve the study page: ORIGINALS against each PROTECTED folder (photos matched by relative path without
-    suffix). Each answer is appended to RESULTS/<participant>.csv at once; the same id resumes."""
+    """(The default command.) Serve the study page: ORIGINALS against each PROTECTED folder (photos matched by
+    relative path without suffix). Each answer is appended to RESULTS/<participant>.csv at once; the same id
+    resumes."""
     from ..study import match_folders
     from ..study.server import serve_study
 

@@ -33,6 +33,7 @@ import json
 import random
 import re
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -229,9 +230,11 @@ def _participant_rng(study: Study, participant: str) -> random.Random:
 
 def _sides(n: int, rng: random.Random) -> list[Side]:
     """``n`` sides, half left and half right (the odd one drawn), shuffled."""
-    sides: list[Side] = ["left"] * (n // 2) + ["right"] * (n // 2)
+    left: list[Side] = ["left"]
+    right: list[Side] = ["right"]
+    sides = left * (n // 2) + right * (n // 2)
     if n % 2:
-        sides.append(rng.choice(["left", "right"]))
+        sides.append("left" if rng.random() < 0.5 else "right")
     rng.shuffle(sides)
     return sides
 
@@ -248,7 +251,7 @@ def _rounds(study: Study, rng: random.Random) -> list[tuple[str, str]]:
             rnd = [(perms[m][r], m) for m in study.methods]
             rng.shuffle(rnd)
             order.extend(rnd)
-        repeats = sum(a[0] == b[0] for a, b in zip(order, order[1:], strict=False))
+        repeats = sum(a[0] == b[0] for a, b in pairwise(order))
         if repeats < best_repeats:
             best, best_repeats = order, repeats
         if repeats == 0:

@@ -117,7 +117,7 @@ def _role(trial: Trial, slot: str) -> str:
 
 
 def _static(name: str) -> str:
-    return resources.files("jndkit.study").joinpath("static", name).read_text(encoding="utf-8")
+    return resources.files("jndkit.study").joinpath("static").joinpath(name).read_text(encoding="utf-8")
 
 
 def create_app(study: Study, results_dir: Path) -> FastAPI:

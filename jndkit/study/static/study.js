@@ -38,11 +38,17 @@ async function api(path, options) {
   return body;
 }
 
+function partOf(block) {
+  return state.plan.trials.findIndex((t) => t.block === block) === 0 ? 1 : 2;
+}
+
 function progress() {
   const total = state.plan.trials.length;
   const done = total - state.queue.length;
   $("progress").hidden = false;
-  $("progress-text").textContent = `${done} of ${total} answered`;
+  const trial = state.queue[0];
+  const where = trial ? `Part ${partOf(trial.block)} of 2 \u00b7 ${BLOCK_TEXT[trial.block][0]} \u00b7 ` : "";
+  $("progress-text").textContent = `${where}${done} of ${total} answered`;
   $("progress-fill").style.width = `${(100 * done) / total}%`;
 }
 
@@ -68,14 +74,14 @@ function next(previousBlock) {
   progress();
   if (state.queue.length === 0) {
     show("screen-done");
+    document.body.dataset.done = "1";
     $("done-text").textContent = `All ${state.plan.trials.length} answers are saved. You can close this page.`;
     return;
   }
   const trial = state.queue[0];
   if (trial.block !== previousBlock) {
     const [title, text] = BLOCK_TEXT[trial.block];
-    const part = state.plan.trials.findIndex((t) => t.block === trial.block) === 0 ? 1 : 2;
-    $("block-title").textContent = `Part ${part}: ${title}`;
+    $("block-title").textContent = `Part ${partOf(trial.block)}: ${title}`;
     $("block-text").textContent = text;
     show("screen-block");
     $("block-go").onclick = () => runTrial(trial);
@@ -105,6 +111,7 @@ function scaleNote(el, img) {
 
 async function runTrial(trial) {
   state.current = null; // answers count only once the pictures are on screen
+  delete document.body.dataset.trial;
   state.answer = {};
   clearInterval(state.timer);
   for (const b of document.querySelectorAll("button.choice, .grades button")) b.classList.remove("selected");
@@ -133,6 +140,7 @@ async function runTrial(trial) {
   }
   state.shownAt = performance.now();
   state.current = trial;
+  document.body.dataset.trial = String(trial.index); // the trial on screen (for scripted tests)
 }
 
 async function submit(extra) {
