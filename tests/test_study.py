@@ -458,3 +458,19 @@ def test_cli_study_runs_by_default_and_refuses_unmatched_folders(tmp_path, monke
     assert r.exit_code == 2 and "mnd: no protected version of im1" in r.stderr
     r = runner.invoke(app, ["study", str(orig), str(prots[1]), "--flicker-ms", "5"])
     assert r.exit_code == 2 and "--flicker-ms >= 20" in r.stderr
+
+
+def test_the_page_files_are_package_data():
+    """An installed (non-editable) jndkit must carry the page: pyproject's package-data covers every static file."""
+    import fnmatch
+
+    import jndkit
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(jndkit.__file__).parent
+    setup = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setup["package-data"]["jndkit"]
+    static = sorted(p.relative_to(root).as_posix() for p in (root / "study" / "static").iterdir())
+    assert static == ["study/static/index.html", "study/static/study.css", "study/static/study.js"]
+    assert all(any(fnmatch.fnmatch(f, pat) for pat in patterns) for f in static)
