@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -58,26 +59,29 @@ def _attack_and_recheck(method: Method, victim: torch.nn.Module, goal: Goal, x0:
 @pytest.mark.parametrize("name", ["mnd", "hvs", "cv"])
 def test_every_preset_builds(name: str) -> None:
     """Each preset names every parameter its method reads (a missing weight would only fail at run time,
-    inside the engine), holds finite floats, and an override changes that one parameter and nothing else."""
+    inside the engine), holds finite numbers of its declared type (``n``, cv's window, an int), and an
+    override changes that one parameter and nothing else, neither in the built method nor in the registry."""
     spec = METHODS[name]
     assert spec.default == "default"
-    for preset, values in spec.presets.items():
-        snapshot = dict(values)
+    ints = {"cv": {"n"}}.get(name, set())
+    for preset in spec.presets:
         m = get_method(name, preset)
+        values = dict(m.params)
         assert m.name == name
         weight_keys = {k for k, _ in m.loss_terms if k is not None}
         assert weight_keys, f"{name}:{preset} has no weighted loss term"
         assert weight_keys <= set(values), (preset, weight_keys - set(values))
         lr_key = getattr(m.update, "lr_key", None)
         assert lr_key is None or lr_key in values, (preset, lr_key)
-        assert all(isinstance(v, float) and np.isfinite(v) for v in values.values()), preset
-        key = sorted(values)[0]
-        changed = get_method(name, preset, **{key: 2.0 * values[key] + 1.0})
-        assert {k for k in values if changed.params[k] != values[k]} == {key}
-        assert changed.params[key] == 2.0 * values[key] + 1.0
-        if isinstance(m.params, dict):
-            m.params[key] = -1.0  # a built method owns a copy of its preset...
-        assert spec.presets[preset] == snapshot  # ...so neither it nor an override alters the registry
+        assert {k: type(v) for k, v in values.items()} == {k: int if k in ints else float for k in values}, preset
+        assert all(np.isfinite(v) for v in values.values()), preset
+        for key in sorted(values):
+            changed = get_method(name, preset, **{key: values[key] + 1})
+            assert {k for k in values if changed.params[k] != values[k]} == {key}
+            assert changed.params[key] == values[key] + 1 and type(changed.params[key]) is type(values[key])
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            m.params.lr = -1.0  # type: ignore[misc]  # parameters are frozen: a method cannot alter its preset
+        assert dict(get_method(name, preset).params) == values  # the overrides left the registry as it was
 
 
 def test_mnd_presets_follow_the_paper() -> None:

@@ -45,9 +45,9 @@ from .. import losses
 from ..errors import InputError
 from ..images import quantize
 from .engine import Adam, Context, Delta, Method, Retry, StepInfo, Tanh, l2_sphere_step
-from .methods import MethodSpec, register
+from .registry import MethodSpec, Params, register
 
-__all__ = ["DeepFoolStep", "DDNStep", "cw_f", "deepfool", "cw", "ddn"]
+__all__ = ["CWParams", "DDNParams", "DDNStep", "DeepFoolParams", "DeepFoolStep", "cw", "cw_f", "ddn", "deepfool"]
 
 
 # ---------------------------------------------------------------------------------- DeepFool
@@ -131,7 +131,16 @@ class DeepFoolStep:
         return (1.0 + float(params["overshoot"])) * state["r_total"]
 
 
-def deepfool(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class DeepFoolParams(Params):
+    """DeepFool: ``k`` classes considered (the true class included), ``overshoot``, at most ``steps`` steps."""
+
+    k: int = 10
+    overshoot: float = 0.02
+    steps: int = 50
+
+
+def deepfool(params: DeepFoolParams) -> Method:
     """DeepFool-L2 over the top-``k`` classes as an engine configuration.
 
     The engine's own loss gradient is not used by :class:`DeepFoolStep` (it queries the victim
@@ -144,7 +153,7 @@ def deepfool(params: dict[str, float]) -> Method:
         update=DeepFoolStep(),
         params=params,
         parametrisation=Delta(grad_at_bounds=True),
-        max_iter=int(params.get("steps", 50)),
+        max_iter=params.steps,
         description=BASELINE_TEXT["deepfool"],
     )
 
@@ -163,7 +172,20 @@ def cw_f(ctx: Context) -> torch.Tensor:
     return (-ctx.goal.margin(ctx.outputs)).clamp_min(-float(ctx.params["confidence"]))
 
 
-def cw(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class CWParams(Params):
+    """C&W-L2: initial ``c``, C&W's ``confidence`` (logits), Adam's ``lr``, ``steps`` per try, ``retries``
+    with ``c`` x 10, and whether to ``prune`` after success."""
+
+    c: float = 0.1
+    confidence: float = 0.0
+    lr: float = 0.01
+    steps: int = 100
+    retries: int = 3
+    prune: bool = False
+
+
+def cw(params: CWParams) -> Method:
     r"""Carlini & Wagner L2 as an engine configuration.
 
     .. math::
@@ -186,9 +208,9 @@ def cw(params: dict[str, float]) -> Method:
         update=Adam(),
         params=params,
         parametrisation=Tanh(),
-        retry=Retry(scale={"c": 10.0}, max_tries=int(params.get("retries", 3))),
-        max_iter=int(params.get("steps", 100)),
-        prune=bool(params.get("prune", 0.0)),
+        retry=Retry(scale={"c": 10.0}, max_tries=params.retries),
+        max_iter=params.steps,
+        prune=params.prune,
         description=BASELINE_TEXT["cw"],
     )
 
@@ -238,7 +260,22 @@ class DDNStep:
         return l2_sphere_step(v, g, alpha, step_eps, info.x0, eps)
 
 
-def ddn(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class DDNParams(Params):
+    """DDN: the first radius as an RMS change ``init_rms`` (8-bit levels), its growth ``gamma`` per step,
+    the step fraction ``alpha`` cosine-annealed to ``alpha_min`` over ``steps``, ``refine`` steps of
+    decreasing radius after success, and whether to ``prune``."""
+
+    init_rms: float = 0.1
+    gamma: float = 0.05
+    alpha: float = 1.0
+    alpha_min: float = 0.01
+    steps: int = 100
+    refine: int = 0
+    prune: bool = False
+
+
+def ddn(params: DDNParams) -> Method:
     """DDN-L2 (Rony et al. 2019) as an engine configuration: :class:`DDNStep` on the goal's
     cross-entropy loss, from ``x0``."""
     return Method(
@@ -247,9 +284,9 @@ def ddn(params: dict[str, float]) -> Method:
         update=DDNStep(),
         params=params,
         parametrisation=Delta(grad_at_bounds=True),
-        max_iter=int(params.get("steps", 100)),
-        refine=int(params.get("refine", 0.0)),
-        prune=bool(params.get("prune", 0.0)),
+        max_iter=params.steps,
+        refine=params.refine,
+        prune=params.prune,
         description=BASELINE_TEXT["ddn"],
     )
 
@@ -264,23 +301,20 @@ BASELINE_TEXT = {
     "saved image fools the model",
 }
 
-DEEPFOOL_PRESETS = {
-    "default": {"k": 10.0, "overshoot": 0.02, "steps": 50.0},
-    "fast": {"k": 4.0, "overshoot": 0.02, "steps": 50.0},
+DEEPFOOL_PRESETS: dict[str, DeepFoolParams] = {
+    "default": DeepFoolParams(),
+    "fast": DeepFoolParams(k=4),
 }
-CW_PRESETS = {
-    "default": {"c": 0.1, "confidence": 0.0, "lr": 0.01, "steps": 100.0, "retries": 3.0, "prune": 0.0},
-    "pruned": {"c": 0.1, "confidence": 0.0, "lr": 0.01, "steps": 100.0, "retries": 3.0, "prune": 1.0},
-    "torchattacks": {"c": 1.0, "confidence": 0.0, "lr": 0.01, "steps": 50.0, "retries": 0.0, "prune": 0.0},
+CW_PRESETS: dict[str, CWParams] = {
+    "default": CWParams(),
+    "pruned": CWParams(prune=True),
+    "torchattacks": CWParams(c=1.0, steps=50, retries=0),
 }
-DDN_PRESETS = {
-    "default": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 0.0,
-                "prune": 0.0},
-    "pruned": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 0.0,
-               "prune": 1.0},
+DDN_PRESETS: dict[str, DDNParams] = {
+    "default": DDNParams(),
+    "pruned": DDNParams(prune=True),
     # DDN's decreasing radius after the first saved success (engine.refine), then pruning
-    "refined": {"init_rms": 0.1, "gamma": 0.05, "alpha": 1.0, "alpha_min": 0.01, "steps": 100.0, "refine": 100.0,
-                "prune": 1.0},
+    "refined": DDNParams(refine=100, prune=True),
 }
 
 register(MethodSpec("deepfool", deepfool, DEEPFOOL_PRESETS, "default", BASELINE_TEXT["deepfool"], "baseline"))

@@ -75,6 +75,7 @@ from .polish import _victim_of as _victim_of
 from .polish import prune as prune
 from .polish import refine as refine
 from .polish import robust_margin as robust_margin
+from .registry import Params
 
 
 # ----------------------------------------------------------------------------------
@@ -122,11 +123,14 @@ class Method:
     on_grid: bool = False
     description: str = ""
 
-    def with_params(self, **changes: float) -> "Method":
-        """A copy with some parameters changed (unknown names are an error)."""
+    def with_params(self, **changes: float) -> Method:
+        """A copy with some parameters changed (unknown names are an error; typed parameters keep
+        their types, see :class:`~jndkit.attacks.registry.Params`)."""
         unknown = set(changes) - set(self.params)
         if unknown:
             raise InputError(f"method {self.name} has no parameter(s) {sorted(unknown)}; it has {sorted(self.params)}")
+        if isinstance(self.params, Params):
+            return dataclasses.replace(self, params=self.params.updated(changes, self.name))
         return dataclasses.replace(self, params={**self.params, **changes})
 
     def objective(self, ctx: Context) -> torch.Tensor:
@@ -177,8 +181,8 @@ class AttackResult:
             return [[] for _ in range(self.x_adv.shape[0])]
         probs = self.outputs.float().softmax(dim=1)
         vals, idx = probs.topk(min(k, probs.shape[1]), dim=1)
-        return [[(labels[j] if labels is not None else str(j), p) for j, p in zip(i, v)]
-                for v, i in zip(vals.tolist(), idx.tolist())]
+        return [[(labels[j] if labels is not None else str(j), p) for j, p in zip(i, v, strict=True)]
+                for v, i in zip(vals.tolist(), idx.tolist(), strict=True)]
 
 
 @dataclass
@@ -214,7 +218,7 @@ class _ActiveSet:
     def __len__(self) -> int:
         return int(self.index.numel())
 
-    def take(self, idx: torch.Tensor) -> "_ActiveSet":
+    def take(self, idx: torch.Tensor) -> _ActiveSet:
         """The samples at positions ``idx`` (``long[k]``) of this set."""
         return _ActiveSet(index=self.index[idx], v=self.v.detach()[idx], x0=self.x0[idx], goal=self.goal[idx],
                           victim=_victim_of(self.victim, idx), extras=_take(self.extras, idx),
@@ -357,7 +361,7 @@ def _run_once(method: Method, victim: nn.Module, goal: Goal, x0: torch.Tensor, p
         if cur is not aset:  # drop the samples that just succeeded
             g = g[keep]
         aset = cur
-        for t, st in zip(method.grad_transforms, aset.tstates):
+        for t, st in zip(method.grad_transforms, aset.tstates, strict=True):
             g = t(g, st, params)
         with torch.no_grad():
             info = StepInfo(x0=aset.x0, x=x.detach(), extras=aset.extras, victim=aset.victim, goal=aset.goal)
@@ -432,7 +436,8 @@ def run_attack(
         goal = goal.bind(clean, victim)
     extras = method.prepare(x0, method.params) if method.prepare else {}
     b = x0.shape[0]
-    params = dict(method.params)
+    # typed parameters are immutable (retries make copies); a plain mapping is copied as before
+    params: Mapping[str, float] = method.params if isinstance(method.params, Params) else dict(method.params)
     max_tries = 1 + (method.retry.max_tries if (retries and method.retry) else 0)
     total = budget * max_tries + max(0, method.refine)
     history: list[list[float]] | None = [] if record_history else None
@@ -449,7 +454,8 @@ def run_attack(
         if failed.numel() == 0:
             break
         params = method.retry.next(params)  # type: ignore[union-attr]
-        xa, s, it_k, m = _run_once(method, _victim_of(victim, failed), goal[failed], x0[failed], params, _take(extras, failed), budget,
+        xa, s, it_k, m = _run_once(method, _victim_of(victim, failed), goal[failed], x0[failed], params,
+                                   _take(extras, failed), budget,
                                    gen, robust, progress, k * budget, total, history,
                                    clean[failed] if on_grid else None,
                                    on_iteration=on_iteration, attempt=k, index_map=failed)
@@ -458,12 +464,17 @@ def run_attack(
         success[failed] = s
         spent[failed] = spent[failed] + it_k
         tries[failed] = k + 1
-        for j, i in enumerate(failed.tolist()):
+        for i in failed.tolist():
             used[i] = dict(params)
     if method.refine > 0 and bool(success.any()):
         done = success.nonzero().squeeze(1)
-        on_refine = None if progress is None else (
-            lambda step, _n, info: progress(total - method.refine + step, total, info))  # type: ignore[misc]
+        on_refine: ProgressFn | None = None
+        if progress is not None:
+            report_to = progress
+
+            def on_refine(step: int, _n: int, info: dict[str, Any]) -> None:
+                report_to(total - method.refine + step, total, info)
+
         x_adv[done] = refine(_victim_of(victim, done), goal[done], x0[done], x_adv[done], steps=method.refine,
                              robust=robust, progress=on_refine)
     ok = success.nonzero().squeeze(1) if method.prune else success[:0].nonzero().squeeze(1)
@@ -477,5 +488,6 @@ def run_attack(
             margin[changed] = robust_margin(_victim_of(victim, changed), goal[changed], x_adv[changed], robust,
                                             outputs=final_outputs[changed])
     seconds = (time.perf_counter() - t0) / max(b, 1)
-    return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin, tries=tries,
+    return AttackResult(outputs=final_outputs, x_adv=x_adv, success=success, iterations=spent, margin=margin,
+                        tries=tries,
                         seconds=seconds, params=used, history=history or [])

@@ -1,18 +1,19 @@
-"""The method registry: every method is a small :class:`~jndkit.attacks.engine.Method`.
+"""jndkit's own methods (``levels``), seed 000 (``jnd``, ``jnd-baseline``) and the sign-gradient
+baselines (FGSM, FGV, BIM, PGD, MI-FGSM, DI2-FGSM), each a small :class:`~jndkit.attacks.engine.Method`
+with typed parameters (a frozen :class:`~jndkit.attacks.registry.Params` dataclass per method).
 
-``get_method(name, preset=None, **params)`` returns a configured method;
-``METHODS`` lists names, presets and one-line descriptions.
+The registry itself (``get_method``, ``METHODS``, ``MethodSpec``, ``register``) lives in
+:mod:`jndkit.attacks.registry`; its names are re-exported here for existing imports.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from .. import losses
-from ..errors import InputError
 from .engine import (
     Delta,
     GradientDescent,
@@ -24,27 +25,28 @@ from .engine import (
     input_diversity,
     project_linf,
 )
+from .registry import METHODS as METHODS
+from .registry import MethodSpec as MethodSpec
+from .registry import Params
+from .registry import get_method as get_method
+from .registry import register as register
 
 EPS_1 = 1.0 / 255.0
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A named method with its presets (parameter sets) and the default preset."""
-
-    name: str
-    build: Callable[[dict[str, float]], Method]
-    presets: dict[str, dict[str, float]]
-    default: str
-    description: str
-    family: str = "seed"
-    aliases: tuple[str, ...] = field(default_factory=tuple)
-    lossy_preset: str | None = None
-    """Preset used when no preset is asked and success must survive lossy re-encoding."""
-
-
 # ---------------------------------------------------------------------------------- jnd (seed 000)
-def _jnd(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class JNDParams(Params):
+    """Seed 000 (JNDMGA): loss weights ``lambda1..4`` (CE, L2, BR, TV) and the step ``alpha``."""
+
+    lambda1: float = 100.0
+    lambda2: float = 10.0
+    lambda3: float = 10.0
+    lambda4: float = 1.0
+    alpha: float = 1e-4
+
+
+def _jnd(params: JNDParams) -> Method:
     return Method(
         name="jnd",
         loss_terms=(("lambda1", losses.goal_loss), ("lambda2", losses.term_l2),
@@ -57,7 +59,7 @@ def _jnd(params: dict[str, float]) -> Method:
     )
 
 
-JND_PRESETS = {
+JND_PRESETS: dict[str, JNDParams] = {
     # Step chosen by measurement (32 crops of the package-shipped photos, mobilenet_v2, untargeted,
     # success judged on the saved PNG, max 300 iterations; scripts in benchmarks/):
     #   alpha 1e-4: 100 % saved success, 63.3 dB, K = 5.5    alpha 5e-4: 100 %, 57.4 dB, K = 2.1
@@ -66,20 +68,31 @@ JND_PRESETS = {
     # ImageNet step 1e-4 already crosses an 8-bit level within a few iterations, and every larger
     # step costs PSNR, so the default keeps the paper's setting; the engine stops at the first
     # iteration whose *saved* image fools the model, so no iteration is wasted below one level.
-    "default": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 1e-4},
-    "paper-imagenet": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 1e-4},
-    "paper-cifar": {"lambda1": 10.0, "lambda2": 1.0, "lambda3": 1.0, "lambda4": 10.0, "alpha": 0.05},
-    "fast": {"lambda1": 100.0, "lambda2": 10.0, "lambda3": 10.0, "lambda4": 1.0, "alpha": 5e-4},
+    "default": JNDParams(),
+    "paper-imagenet": JNDParams(),
+    "paper-cifar": JNDParams(lambda1=10.0, lambda2=1.0, lambda3=1.0, lambda4=10.0, alpha=0.05),
+    "fast": JNDParams(alpha=5e-4),
 }
 
 
 # ---------------------------------------------------------------------------------- levels (jndkit's own)
+@dataclass(frozen=True, eq=False)
+class LevelsParams(Params):
+    """``levels``: share of the values moved per step, the most levels a value may move, the SSIM-cost
+    power and the momentum (see the table below)."""
+
+    fraction: float = 0.004
+    max_levels: int = 1
+    ssim_weight: float = 0.1
+    mu: float = 1.0
+
+
 def _levels_cost(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
     gamma = float(params.get("ssim_weight", 0.0))
     return {"cost": losses.ssim_change_cost(x0).pow(gamma)} if gamma > 0 else {}
 
 
-def _levels(params: dict[str, float]) -> Method:
+def _levels(params: LevelsParams) -> Method:
     return Method(
         prepare=_levels_cost,
         name="levels",
@@ -120,41 +133,97 @@ def _levels(params: dict[str, float]) -> Method:
 #   0.004 takes 0.44-0.53 s per image (K 4.6, 67.42 dB / 0.999876) and 0.002 0.65 s (K 8.3,
 #   67.52 dB / 0.999877), so the default takes 0.004 to stay within 0.5 s. ``fast`` takes 1 %
 #   and up to two levels (used for lossy outputs).
-LEVELS_PRESETS = {
-    "default": {"fraction": 0.004, "max_levels": 1.0, "ssim_weight": 0.1, "mu": 1.0},
-    "fine": {"fraction": 0.002, "max_levels": 1.0, "ssim_weight": 0.1, "mu": 1.0},
-    "fast": {"fraction": 0.01, "max_levels": 2.0, "ssim_weight": 0.0, "mu": 1.0},
+LEVELS_PRESETS: dict[str, LevelsParams] = {
+    "default": LevelsParams(),
+    "fine": LevelsParams(fraction=0.002),
+    "fast": LevelsParams(fraction=0.01, max_levels=2, ssim_weight=0.0),
 }
 
 
 # ---------------------------------------------------------------------------------- sign-gradient baselines
-def _sign_family(name: str, momentum: bool = False, diversity: bool = False, single: bool = False,
-                 random_start: bool = False) -> Callable[[dict[str, float]], Method]:
-    def build(params: dict[str, float]) -> Method:
-        p = dict(params)
-        if single:
-            p["alpha"] = p["eps"]
-        if not random_start:
-            p.pop("random_start", None)
+@dataclass(frozen=True, eq=False)
+class FGSMParams(Params):
+    """FGSM: one step of ``eps`` (the L-inf radius, [0,1] units)."""
+
+    eps: float = 2 * EPS_1
+
+
+@dataclass(frozen=True, eq=False)
+class FGVParams(Params):
+    """FGV: ``steps`` steps of ``alpha`` (scaled gradient), projected to the ``eps`` ball."""
+
+    eps: float = 2 * EPS_1
+    alpha: float = 2 * EPS_1
+    steps: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class BIMParams(Params):
+    """BIM: ``steps`` sign steps of ``alpha``, projected to the L-inf ball of radius ``eps`` ([0,1] units)."""
+
+    eps: float = 4 * EPS_1
+    alpha: float = EPS_1
+    steps: int = 10
+
+
+@dataclass(frozen=True, eq=False)
+class PGDParams(BIMParams):
+    """PGD: BIM from a uniform random start in ``±random_start``."""
+
+    random_start: float = 4 * EPS_1
+
+
+@dataclass(frozen=True, eq=False)
+class MIFGSMParams(BIMParams):
+    """MI-FGSM: BIM with momentum ``mu``."""
+
+    mu: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class DIFGSMParams(MIFGSMParams):
+    """DI2-FGSM: MI-FGSM through a random resize-and-pad (probability ``diversity_prob``, size ratio
+    ``resize_rate``)."""
+
+    diversity_prob: float = 0.5
+    resize_rate: float = 0.9
+
+
+def _fgsm(params: FGSMParams) -> Method:
+    return Method(
+        name="fgsm",
+        loss_terms=((None, losses.goal_loss),),
+        update=SignStep(alpha_key="eps"),  # one step of the whole radius
+        params=params,
+        parametrisation=Delta(grad_at_bounds=True),
+        projection=project_linf,
+        max_iter=1,
+        description=BASELINE_TEXT["fgsm"],
+    )
+
+
+def _sign_family(name: str, momentum: bool = False, diversity: bool = False) -> Callable[[BIMParams], Method]:
+    def build(params: BIMParams) -> Method:
         return Method(
             name=name,
             loss_terms=((None, losses.goal_loss),),
             update=SignStep(),
-            params=p,
+            params=params,
             parametrisation=Delta(grad_at_bounds=True),
             projection=project_linf,
             grad_transforms=(Momentum(),) if momentum else (),
             input_transform=input_diversity if diversity else None,
-            max_iter=1 if single else int(p.get("steps", 10)),
+            max_iter=params.steps,
             description=BASELINE_TEXT[name],
         )
 
     return build
 
 
-def _fgv(params: dict[str, float]) -> Method:
+def _fgv(params: FGVParams) -> Method:
     return Method(name="fgv", loss_terms=((None, losses.goal_loss),), update=ValueStep(), params=params,
-                  parametrisation=Delta(grad_at_bounds=True), projection=project_linf, max_iter=int(params.get("steps", 1)), description=BASELINE_TEXT["fgv"])
+                  parametrisation=Delta(grad_at_bounds=True), projection=project_linf, max_iter=params.steps,
+                  description=BASELINE_TEXT["fgv"])
 
 
 BASELINE_TEXT = {
@@ -166,60 +235,19 @@ BASELINE_TEXT = {
     "difgsm": "DI2-FGSM (Xie 2019): MI-FGSM with random resize-and-pad input diversity",
 }
 
-_SIGN = {"eps": 4 * EPS_1, "alpha": EPS_1, "steps": 10.0}
-
-METHODS: dict[str, MethodSpec] = {
-    "levels": MethodSpec("levels", _levels, LEVELS_PRESETS, "default",
-                         "jndkit's quantization-aware level search (the default of `jndkit protect --research`)", "jndkit",
-                         lossy_preset="fast"),
-    "jnd": MethodSpec("jnd", _jnd, JND_PRESETS, "default", "Seed 000 JNDMGA (l1*CE + l2*L2 + l3*BR + l4*TV)"),
-    "jnd-baseline": MethodSpec("jnd-baseline", _jnd,
-                               {k: {**v, "lambda3": 0.0, "lambda4": 0.0} for k, v in JND_PRESETS.items()},
-                               "default", "Seed 000 ablation without BR and TV"),
-    "fgsm": MethodSpec("fgsm", _sign_family("fgsm", single=True), {"default": {"eps": 2 * EPS_1}}, "default",
-                       BASELINE_TEXT["fgsm"], "baseline"),
-    "fgv": MethodSpec("fgv", _fgv, {"default": {"eps": 2 * EPS_1, "alpha": 2 * EPS_1, "steps": 1.0}}, "default",
-                      BASELINE_TEXT["fgv"], "baseline"),
-    "bim": MethodSpec("bim", _sign_family("bim"), {"default": dict(_SIGN)}, "default", BASELINE_TEXT["bim"],
-                      "baseline"),
-    "pgd": MethodSpec("pgd", _sign_family("pgd", random_start=True),
-                      {"default": {**_SIGN, "random_start": 4 * EPS_1}}, "default", BASELINE_TEXT["pgd"], "baseline"),
-    "mifgsm": MethodSpec("mifgsm", _sign_family("mifgsm", momentum=True), {"default": {**_SIGN, "mu": 1.0}},
-                         "default", BASELINE_TEXT["mifgsm"], "baseline"),
-    "difgsm": MethodSpec("difgsm", _sign_family("difgsm", momentum=True, diversity=True),
-                         {"default": {**_SIGN, "mu": 1.0, "diversity_prob": 0.5, "resize_rate": 0.9}},
-                         "default", BASELINE_TEXT["difgsm"], "baseline"),
-}
-
-
-def register(spec: MethodSpec) -> None:
-    """Add a method to the registry (used by the seed-method and baseline modules)."""
-    METHODS[spec.name] = spec
-
-
-def get_method(name: str, preset: str | None = None, **params: float) -> Method:
-    """Build method ``name`` with ``preset`` (default preset if ``None``) and parameter overrides."""
-    if name not in METHODS:
-        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    spec = METHODS[name]
-    key = preset or spec.default
-    if key not in spec.presets:
-        raise InputError(f"method {name} has no preset {key!r}; presets: {', '.join(spec.presets)}")
-    p = dict(spec.presets[key])
-    unknown = set(params) - set(p) - {"max_iter"}
-    if unknown:
-        raise InputError(f"method {name} has no parameter(s) {sorted(unknown)}; it has {sorted(p)}")
-    max_iter = params.pop("max_iter", None)
-    p.update({k: float(v) for k, v in params.items()})
-    m = spec.build(p)
-    if max_iter is not None:
-        import dataclasses
-
-        m = dataclasses.replace(m, max_iter=int(max_iter))
-    return m
-
-
-# The seed methods and the remaining baselines register themselves on import.
-from . import baselines as _baselines  # noqa: E402,F401
-from . import seeds as _seeds  # noqa: E402,F401
-from . import transfer as _transfer  # noqa: E402,F401
+register(MethodSpec("levels", _levels, LEVELS_PRESETS, "default",
+                    "jndkit's quantization-aware level search (the default of `jndkit protect --research`)", "jndkit",
+                    lossy_preset="fast"))
+register(MethodSpec("jnd", _jnd, JND_PRESETS, "default", "Seed 000 JNDMGA (l1*CE + l2*L2 + l3*BR + l4*TV)"))
+register(MethodSpec("jnd-baseline", _jnd, {k: v.replace(lambda3=0.0, lambda4=0.0) for k, v in JND_PRESETS.items()},
+                    "default", "Seed 000 ablation without BR and TV"))
+register(MethodSpec("fgsm", _fgsm, {"default": FGSMParams()}, "default", BASELINE_TEXT["fgsm"], "baseline"))
+register(MethodSpec("fgv", _fgv, {"default": FGVParams()}, "default", BASELINE_TEXT["fgv"], "baseline"))
+register(MethodSpec("bim", _sign_family("bim"), {"default": BIMParams()}, "default", BASELINE_TEXT["bim"],
+                    "baseline"))
+register(MethodSpec("pgd", _sign_family("pgd"), {"default": PGDParams()}, "default", BASELINE_TEXT["pgd"],
+                    "baseline"))
+register(MethodSpec("mifgsm", _sign_family("mifgsm", momentum=True), {"default": MIFGSMParams()}, "default",
+                    BASELINE_TEXT["mifgsm"], "baseline"))
+register(MethodSpec("difgsm", _sign_family("difgsm", momentum=True, diversity=True), {"default": DIFGSMParams()},
+                    "default", BASELINE_TEXT["difgsm"], "baseline"))

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..goals import Goal
 from ..images import quantize
+from .registry import Params
 
 LEVEL = 1.0 / 255.0
 
@@ -123,7 +124,7 @@ class UpdateRule(Protocol):
     def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
     def step(self, v: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor],
-             params: Mapping[str, float], it: int, ctx: "StepInfo") -> torch.Tensor: ...
+             params: Mapping[str, float], it: int, ctx: StepInfo) -> torch.Tensor: ...
 
 
 @dataclass
@@ -153,13 +154,16 @@ class GradientDescent:
 
 @dataclass(frozen=True)
 class SignStep:
-    """``v <- v - alpha * sign(g)`` (FGSM, BIM, PGD, MI-FGSM, DI²-FGSM)."""
+    """``v <- v - alpha * sign(g)`` (FGSM, BIM, PGD, MI-FGSM, DI²-FGSM); ``alpha = params[alpha_key]``
+    (FGSM steps by its radius: ``alpha_key="eps"``)."""
+
+    alpha_key: str = "alpha"
 
     def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
     def step(self, v, g, state, params, it, ctx):  # type: ignore[no-untyped-def]
-        return v - float(params["alpha"]) * g.sign()
+        return v - float(params[self.alpha_key]) * g.sign()
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,8 @@ class LevelStep:
 class GradTransform(Protocol):
     def init(self, v: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
-    def __call__(self, g: torch.Tensor, state: dict[str, torch.Tensor], params: Mapping[str, float]) -> torch.Tensor: ...
+    def __call__(self, g: torch.Tensor, state: dict[str, torch.Tensor],
+                 params: Mapping[str, float]) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -315,13 +320,17 @@ class Retry:
     max_tries: int = 10
     floor: float = 0.0
 
-    def next(self, params: Mapping[str, float]) -> dict[str, float]:
+    def next(self, params: Mapping[str, float]) -> Mapping[str, float]:
+        """The parameters of the next try: a copy of ``params`` of the same kind (typed parameters
+        stay typed; a plain mapping gives a dict)."""
         out = dict(params)
         for k, d in self.shift.items():
             if out.get(k, 0.0) != 0.0:
                 out[k] = max(self.floor, out[k] + d)
         for k, s in self.scale.items():
             out[k] = out.get(k, 0.0) * s
+        if isinstance(params, Params):
+            return params.updated({k: v for k, v in out.items() if k not in params or params[k] != v})
         return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -26,14 +27,28 @@ from .. import losses
 from ..errors import InputError
 from ..perception import JND_MODELS, colour_variance_bound, jnd_map
 from .engine import Adam, Delta, GradientDescent, Method, Prepare, Retry, project_bound_round
-from .methods import MethodSpec, register
+from .registry import MethodSpec, Params, register
 
 # ---------------------------------------------------------------------------------- mnd (seed 001)
 MND_TEXT = ("Seed 001 MND: gradient descent on L_adv (eq. 3 untargeted <y_gt, softmax+logits>, eq. 4 targeted "
             "-<y_t, softmax^r>) + b1*mean|Z-X| + b1_l2*rms(Z-X) + b2*(1-SSIM) + b3*mean|Sobel(Z)-Sobel(X)|")
 
 
-def _mnd(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class MNDParams(Params):
+    """Seed 001: step ``lr``, targeted exponent ``r`` and the weights ``beta1`` (L1), ``beta1_l2`` (L2),
+    ``beta2`` (SSIM), ``beta3`` (Sobel). Defaults: the paper's untargeted setting with ``lr = 1e-3``
+    (the ``default`` preset, see :data:`MND_PRESETS`)."""
+
+    lr: float = 1e-3
+    r: float = 1.0
+    beta1: float = 100.0
+    beta1_l2: float = 0.0
+    beta2: float = 100.0
+    beta3: float = 100.0
+
+
+def _mnd(params: MNDParams) -> Method:
     """Seed 001, eq. 1: ``min_Z L_adv(Z) + L_pqp(Z, X)`` by plain gradient descent (eq. 21).
 
     * ``L_adv`` (eq. 3-6): :func:`jndkit.losses.mnd_adversarial` with the goal's class weights:
@@ -58,30 +73,30 @@ def _mnd(params: dict[str, float]) -> Method:
     )
 
 
-_MND_U = {"lr": 1e-4, "r": 1.0, "beta1": 100.0, "beta1_l2": 0.0, "beta2": 100.0, "beta3": 100.0}
+_MND_U = MNDParams(lr=1e-4)
 """Seed 001 Sec. IV-B: untargeted beta1 = beta2 = beta3 = 100, learning rate 1e-4, at most 1000 iterations."""
 
 
-def _mnd_ablation(beta1: float = 0.0, beta1_l2: float = 0.0, beta2: float = 0.0, beta3: float = 0.0) -> dict[str, float]:
-    return {**_MND_U, "beta1": beta1, "beta1_l2": beta1_l2, "beta2": beta2, "beta3": beta3}
+def _mnd_ablation(beta1: float = 0.0, beta1_l2: float = 0.0, beta2: float = 0.0, beta3: float = 0.0) -> MNDParams:
+    return _MND_U.replace(beta1=beta1, beta1_l2=beta1_l2, beta2=beta2, beta3=beta3)
 
 
-MND_PRESETS: dict[str, dict[str, float]] = {
+MND_PRESETS: dict[str, MNDParams] = {
     # Measured: the paper's step 1e-4 moves most values by far less than one 8-bit level (0.0039)
     # per iteration. "default" keeps the paper's untargeted weights with a 10x step, lr = 1e-3:
     # on chelsea / coffee / astronaut / rocket (224 px, mobilenet_v2) it succeeds on the 8-bit
     # image after K = 20 / 13 / 6 / 2 iterations, PSNR 60.9 / 60.1 / 70.3 / 75.5 dB. lr = 3e-3 needs
     # K <= 7 at 58-68 dB, lr = 1e-2 K <= 2 at 53-60 dB.
-    "default": {**_MND_U, "lr": 1e-3},
+    "default": _MND_U.replace(lr=1e-3),
     # Targeted, measured: the paper's targeted weights with lr = 0.1 reach the least-likely class of
     # chelsea / coffee on the 8-bit image at K = 23 / 19, PSNR 51.6 / 52.9 dB (lr = 1e-2 had not
     # reached it after 100 iterations). Use with the goal least-likely (or any targeted goal).
-    "default-targeted": {**_MND_U, "lr": 0.1, "r": 0.0625, "beta1": 2.0, "beta2": 0.1, "beta3": 2.0},
-    "paper-untargeted": dict(_MND_U),
+    "default-targeted": _MND_U.replace(lr=0.1, r=0.0625, beta1=2.0, beta2=0.1, beta3=2.0),
+    "paper-untargeted": _MND_U,
     # Sec. IV-B: targeted (least-likely target, eq. 5), r = 0.0625, beta1 = beta3 = 2, beta2 = 0.1.
-    "paper-targeted": {**_MND_U, "r": 0.0625, "beta1": 2.0, "beta2": 0.1, "beta3": 2.0},
+    "paper-targeted": _MND_U.replace(r=0.0625, beta1=2.0, beta2=0.1, beta3=2.0),
     # Sec. IV-C (face identification, targeted): beta1 = beta3 = 1, beta2 = 0.1.
-    "paper-face-targeted": {**_MND_U, "r": 0.0625, "beta1": 1.0, "beta2": 0.1, "beta3": 1.0},
+    "paper-face-targeted": _MND_U.replace(r=0.0625, beta1=1.0, beta2=0.1, beta3=1.0),
     # Ablations of Sec. IV-A-2 with the untargeted weights (Tables I, II, VI, VII). The text of
     # "l1-norm + SSIM" says "the first and the third item ... beta2 = 0" and that of "l2-norm + SSIM"
     # "beta1 = 0"; both contradict their names and the tables' order, so the names are followed.
@@ -128,7 +143,7 @@ def hvs_retry(params: Mapping[str, float]) -> Retry | None:
         if delta > 0.0:
             raise InputError(f"hvs: delta must be <= 0 (beta decreases on failure), got {delta}")
         return None
-    return Retry(shift={k: delta for k in _HVS_BETAS}, max_tries=int(math.ceil(top / -delta - 1e-9)), floor=0.0)
+    return Retry(shift=dict.fromkeys(_HVS_BETAS, delta), max_tries=math.ceil(top / -delta - 1e-9), floor=0.0)
 
 
 def make_hvs(params: Mapping[str, float], jnd_model: str = HVS_DEFAULT_JND) -> Method:
@@ -155,7 +170,7 @@ def make_hvs(params: Mapping[str, float], jnd_model: str = HVS_DEFAULT_JND) -> M
                     ("beta3", losses.term_jnd_gradient), ("beta1_orig", losses.term_mean_l1),
                     ("beta2_orig", losses.term_mean_l2)),
         update=GradientDescent(lr_key="lr"),
-        params=dict(params),
+        params=params if isinstance(params, Params) else dict(params),
         prepare=_hvs_prepare(jnd_model),
         retry=hvs_retry(params),
         max_iter=100,
@@ -163,20 +178,38 @@ def make_hvs(params: Mapping[str, float], jnd_model: str = HVS_DEFAULT_JND) -> M
     )
 
 
-def _hvs(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class HVSParams(Params):
+    """Seed 002: step ``lr``, adversarial weight ``alpha``, channel weights ``m_r, m_g, m_b``, the weights
+    ``beta1..3`` (L1, L2, Sobel beyond the JND map) and ``beta1_orig, beta2_orig`` (plain L1, L2 of the
+    ablations), and the retry shift ``delta`` (eq. 8). Defaults: the ``default`` preset."""
+
+    lr: float = 0.01
+    alpha: float = 1.0
+    m_r: float = 3.0
+    m_g: float = 5.0
+    m_b: float = 1.0
+    beta1: float = 1500.0
+    beta2: float = 1500.0
+    beta3: float = 1500.0
+    beta1_orig: float = 0.0
+    beta2_orig: float = 0.0
+    delta: float = -50.0
+
+
+def _hvs(params: HVSParams) -> Method:
     return make_hvs(params, HVS_DEFAULT_JND)
 
 
-_HVS_BASE = {"lr": 0.01, "alpha": 1.0, "m_r": 3.0, "m_g": 5.0, "m_b": 1.0,
-             "beta1": 0.0, "beta2": 0.0, "beta3": 0.0, "beta1_orig": 0.0, "beta2_orig": 0.0}
+_HVS_BASE = HVSParams(beta1=0.0, beta2=0.0, beta3=0.0)
 
 
-def _hvs_run(beta: float, delta: float, *keys: str) -> dict[str, float]:
-    return {**_HVS_BASE, **{k: beta for k in keys}, "delta": delta}
+def _hvs_run(beta: float, delta: float, *keys: str) -> HVSParams:
+    return _HVS_BASE.updated({"delta": delta, **dict.fromkeys(keys, beta)})
 
 
 _HVS_FULL = ("beta1", "beta2", "beta3")
-HVS_PRESETS: dict[str, dict[str, float]] = {
+HVS_PRESETS: dict[str, HVSParams] = {
     # Seed 002 gives no step size. Measured (chelsea / coffee / astronaut / rocket, 224 px,
     # mobilenet_v2, J = Wu): lr = 0.01 succeeds in the first try after K = 4 / 25 / 1 / 1 iterations,
     # PSNR 62.4 / 57.5 / 67.1 / 62.9 dB; lr = 0.1 gives 38-58 dB and lr = 1 23-39 dB (the
@@ -206,7 +239,21 @@ def _cv_prepare(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torc
     return {"bound": bound.to(x0.dtype)}
 
 
-def _cv(params: dict[str, float]) -> Method:
+@dataclass(frozen=True, eq=False)
+class CVParams(Params):
+    """Seed 004: bound ``m`` (grey levels at the pixel of largest colour variance), window ``n`` (odd),
+    Gaussian sigma ``s``, random start ``init_scale`` (share of the bound), Adam's ``lr`` and the L1
+    weight ``alpha``."""
+
+    m: float = 50.0
+    n: int = 5
+    s: float = 1.0
+    init_scale: float = 0.01
+    lr: float = 0.003
+    alpha: float = 1.0
+
+
+def _cv(params: CVParams) -> Method:
     """Seed 004, Algorithm 1.
 
     * ``pT = m * cV``: :func:`~jndkit.perception.colour_variance_bound` with window ``n``, sigma
@@ -239,14 +286,14 @@ def _cv(params: dict[str, float]) -> Method:
 # coffee / astronaut / rocket (224 px, mobilenet_v2, untargeted) that succeeds at K = 1 / 2 / 1 / 1,
 # PSNR 48.1 / 45.7 / 48.6 / 49.3 dB; lr = 0.01 gives 39-43 dB; alpha = 10 instead of 1 changed only
 # coffee (K = 4, 49.4 dB).
-_CV_BASE = {"m": 50.0, "n": 5.0, "s": 1.0, "init_scale": 0.01, "lr": 0.003, "alpha": 1.0}
-CV_PRESETS: dict[str, dict[str, float]] = {
-    "default": dict(_CV_BASE),
-    "Top1-L1": dict(_CV_BASE),
-    "Top1-L1-50": dict(_CV_BASE),
-    "Top1-noL1": {**_CV_BASE, "alpha": 0.0},
-    "Top5-L1": dict(_CV_BASE),
-    "Top5-noL1": {**_CV_BASE, "alpha": 0.0},
+_CV_BASE = CVParams()
+CV_PRESETS: dict[str, CVParams] = {
+    "default": _CV_BASE,
+    "Top1-L1": _CV_BASE,
+    "Top1-L1-50": _CV_BASE,
+    "Top1-noL1": _CV_BASE.replace(alpha=0.0),
+    "Top5-L1": _CV_BASE,
+    "Top5-noL1": _CV_BASE.replace(alpha=0.0),
 }
 
 

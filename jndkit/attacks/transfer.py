@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .. import losses
 from ..errors import InputError
-from .engine import Delta, Method, Momentum, Prepare
+from .engine import Delta, InputTransform, Method, Momentum, Prepare
+from .registry import MethodSpec, Params, register
 
 STRENGTHS: dict[str, float] = {"invisible": 0.5, "subtle": 0.75, "strong": 1.0}
 """``--strength``: the budget as a multiple of the human JND map (NAMM by default), per value.
@@ -103,7 +104,7 @@ def smooth(g: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian smoothing of ``[B,C,H,W]`` (reflect padding), ``sigma`` in pixels."""
     if sigma <= 0:
         return g
-    radius = max(1, int(math.ceil(2.5 * sigma)))
+    radius = max(1, math.ceil(2.5 * sigma))
     radius = min(radius, g.shape[-1] - 1, g.shape[-2] - 1)
     if radius < 1:
         return g
@@ -152,15 +153,33 @@ def jnd_budget(model: str = "namm") -> Prepare:
     return prepare
 
 
-def _stand_in(params: Mapping[str, float]):  # type: ignore[no-untyped-def]
+@dataclasses.dataclass(frozen=True, eq=False)
+class ShieldParams(Params):
+    """``shield``: the budget ``strength`` (multiple of the human JND map), the step ``alpha`` (share of
+    the budget), momentum ``mu``, TI width ``ti_sigma`` (pixels of a 224-px input; 0: off), ``eot`` (0:
+    no upload stand-in), ``grey`` (achromatic steps), ``steps`` and the saved-file check period
+    ``check_every``."""
+
+    strength: float = 0.5
+    alpha: float = 0.25
+    mu: float = 1.0
+    ti_sigma: float = 1.0
+    eot: int = 1
+    grey: bool = True
+    steps: int = 12
+    check_every: int = 3
+
+
+def _stand_in(params: Mapping[str, float]) -> InputTransform | None:
     if params.get("eot", 1.0) <= 0:
         return None
     from ..transforms import UploadStandIn
 
-    return UploadStandIn()
+    stand_in: InputTransform = UploadStandIn()
+    return stand_in
 
 
-def _shield(params: dict[str, float]) -> Method:
+def _shield(params: ShieldParams) -> Method:
     return Method(
         name="shield",
         loss_terms=((None, losses.goal_loss),),
@@ -171,17 +190,16 @@ def _shield(params: dict[str, float]) -> Method:
         grad_transforms=(TranslationInvariance(), Momentum()),
         input_transform=_stand_in(params),
         prepare=jnd_budget("namm"),
-        max_iter=int(params.get("steps", 20)),
-        check_every=int(params.get("check_every", 4)),
+        max_iter=params.steps,
+        check_every=params.check_every,
         description="jndkit's protective method: sign steps scaled by the human JND map (NAMM x strength), "
         "through the upload suite's differentiable stand-ins (EOT), TI gradient smoothing and momentum, "
         "against a panel; success checked on the saved file after every real upload transform",
     )
 
 
-SHIELD_PRESETS: dict[str, dict[str, float]] = {
-    "default": {"strength": 0.5, "alpha": 0.25, "mu": 1.0, "ti_sigma": 1.0, "eot": 1.0, "grey": 1.0, "steps": 12.0,
-                "check_every": 3.0},
+SHIELD_PRESETS: dict[str, ShieldParams] = {
+    "default": ShieldParams(),
 }
 
 
@@ -195,12 +213,6 @@ def with_jnd_model(method: Method, model: str) -> Method:
     return dataclasses.replace(method, prepare=jnd_budget(model))
 
 
-def _register() -> None:
-    from .methods import MethodSpec, register
-
-    register(MethodSpec("shield", _shield, SHIELD_PRESETS, "default",
-                        "jndkit's protective method (the default of `jndkit protect`): JND-bounded, through the "
-                        "upload suite (EOT), TI + momentum, against a panel", "jndkit"))
-
-
-_register()
+register(MethodSpec("shield", _shield, SHIELD_PRESETS, "default",
+                    "jndkit's protective method (the default of `jndkit protect`): JND-bounded, through the "
+                    "upload suite (EOT), TI + momentum, against a panel", "jndkit"))
