@@ -194,3 +194,14 @@ def test_importing_the_registry_imports_no_method_module() -> None:
     loaded = eval(out[2])
     assert {"jndkit.attacks.engine", "jndkit.attacks.methods", "jndkit.attacks.baselines", "jndkit.attacks.seeds",
             "jndkit.attacks.transfer"} <= set(loaded)
+
+
+def test_face_parameters_are_valid_typed_overrides() -> None:
+    from jndkit.face.methods import FACE_LEVELS, FACE_PARAMS
+
+    assert FACE_PARAMS["levels"] is FACE_LEVELS
+    for name, overrides in FACE_PARAMS.items():
+        params = get_method(name, None, **overrides).params
+        assert all(params[k] == v and type(v) is type(params[k]) for k, v in overrides.items()), name
+    assert get_method("ddn", None, **FACE_PARAMS["ddn"]).refine == 100
+    assert get_method("levels", None, **FACE_LEVELS).params["max_levels"] == 4

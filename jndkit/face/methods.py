@@ -17,7 +17,7 @@ from ..attacks import Method
 __all__ = ["FACE_LEVELS", "FACE_PARAMS", "face_method"]
 
 #: ``levels`` parameters for faces when no preset is named: 1 % of the values per step, up to 4 levels.
-FACE_LEVELS = {"fraction": 0.01, "max_levels": 4.0}
+FACE_LEVELS: dict[str, float] = {"fraction": 0.01, "max_levels": 4}
 
 #: Parameters of the methods on face goals when no preset is named. The classifier defaults move a
 #: face descriptor far too little: a descriptor's gradient per pixel value is ~3e-4, against ~1 for
@@ -36,8 +36,11 @@ FACE_LEVELS = {"fraction": 0.01, "max_levels": 4.0}
 #:   descriptor's gradient peaks), lr 1 at 42.0 / 42.5 dB (144 / 181 iterations), lr 0.5 at 44.5 /
 #:   43.7 dB but not within the 200 iterations of one round on obama3 (3 rounds, dlib 0.59: not
 #:   dodged).
+#:
+#: Overrides of the methods' typed parameters (:mod:`jndkit.attacks.registry`): ints for counts
+#: (``refine``, ``max_levels``), floats for weights and steps.
 FACE_PARAMS: dict[str, dict[str, float]] = {
-    "ddn": {"refine": 100.0},
+    "ddn": {"refine": 100},
     "levels": FACE_LEVELS,
     "mnd": {"lr": 4.0},
     "jnd": {"alpha": 0.04, "lambda2": 0.5},
