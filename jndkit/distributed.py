@@ -299,7 +299,9 @@ def protect_paths_ray(
 def _stream(ray: ModuleType, todo: Iterable[tuple[Path, Path]], make_task: TaskFactory, workers: int,
             num_cpus: float, num_gpus: float) -> Iterator[Record]:
     """The records of ``todo`` from the workers as they finish, in ``todo``'s order."""
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False  # the caller shows progress (the CLI's bar), as run_paths' callers do
     rows = [{"src": str(s), "dst": str(d)} for s, d in todo]
     # one block per photo, so every worker gets photos from the start
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))

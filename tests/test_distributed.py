@@ -217,11 +217,25 @@ def test_ray_equals_single_process_bit_for_bit(tmp_path: Path) -> None:
                 item["output"] = item["output"] and str(Path(item["output"]).relative_to(out))
         assert rep_ray == rep_one
 
+        # resume: protected photos skipped, the others tried again; the report as run_paths leaves it
         again = list(protect_paths_ray(TinyClassifyTask, [tmp_path / "in"], tmp_path / "ray", resume=True,
                                        workers=2, task=single_task))
         assert [r.status for r in again] == ["skipped" if r.status == "protected" else r.status for r in single]
-        rep_again = json.loads((tmp_path / "ray/report.json").read_text())
-        assert [i["status"] for i in rep_again["images"]] == [i["status"] for i in rep_ray["images"]]
+        torch.set_num_threads(1)
+        try:
+            again_one = list(run_paths(single_task, [tmp_path / "in"], tmp_path / "one", resume=True))
+        finally:
+            torch.set_num_threads(threads)
+        assert [_comparable(r, tmp_path / "ray") for r in again] == \
+               [_comparable(r, tmp_path / "one") for r in again_one]
+
+        def statuses(folder: str) -> list[tuple[str, str]]:
+            items = json.loads((tmp_path / folder / "report.json").read_text())["images"]
+            return [(i["input"], i["status"]) for i in items]
+
+        rep_again = statuses("ray")
+        assert rep_again == statuses("one")
+        assert sorted(rep_again) == sorted((i["input"], i["status"]) for i in rep_ray["images"])
 
         (tmp_path / "theirs").mkdir()
         (tmp_path / "theirs/report.json").write_text('{"mine": 1}')
