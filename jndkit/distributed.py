@@ -190,7 +190,9 @@ def protect_dataset(
         fn_constructor_args=(make_task, num_cpus),
         batch_size=batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        # at most two photos queued per actor: a photo takes seconds to minutes, so Ray's round trip is
+        # negligible and a short queue keeps slow photos from piling up behind one worker
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         num_cpus=num_cpus,
         num_gpus=num_gpus or None,
     )
