@@ -160,6 +160,8 @@ def test_face_task_reports_photos_without_a_face(tmp_path):
     assert "rocket.png: no face detected" in result.output
     assert not (tmp_path / "o" / "rocket.png").exists()
     assert json.loads((tmp_path / "o" / "report.json").read_text())["images"][0]["status"] == "no-face"
+    page = (tmp_path / "o.report" / "report.html").read_text()  # one report page for every task
+    assert "rocket.png" in page and "no face detected" in page
 
 
 def test_task_and_gallery_options_are_checked(tmp_path):
@@ -192,7 +194,7 @@ def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tm
 
 
 @pytest.mark.parametrize("opt", [["--model", "mobilenet_v2"], ["--strength", "subtle"], ["--upload", "none"],
-                                 ["--no-html"], ["--background", "white"]])
+                                 ["--background", "white"]])
 def test_options_that_do_not_apply_to_faces_are_errors(tmp_path, opt):
     src = _write_photo(tmp_path / "a.png")
     r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opt])

@@ -101,12 +101,14 @@ def test_composite_victim_stacks_one_row_per_background_and_matches_pillow(tmp_p
 
 
 def test_protection_matrix_has_a_row_per_model_and_background(tmp_path, mobilenet):
+    from jndkit.pipeline import Attempt
     from jndkit.protect import ImageRecord
 
     img = load_image(_transparent_photo(tmp_path / "cat.png", "chelsea", (96, 80)))
     p = Protector(ProtectConfig.research(upload="jpeg90"), victim=mobilenet)
     rec = ImageRecord(input="cat.png")
-    p._measure(rec, img.rgb, img.rgb, img.alpha)
+    assert p.judge(Attempt(img.rgb, alpha=img.alpha), img.rgb, img.rgb, rec) is False  # the clean photo
+    assert rec.matrix is not None and not any(c["changed"] for c in rec.matrix["cells"])
     assert rec.matrix is not None and rec.matrix["models"] == ["mobilenet_v2 on white", "mobilenet_v2 on black"]
 
 
@@ -186,16 +188,18 @@ def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, mon
 
     src = _three_photos(tmp_path / "in")
     out = tmp_path / "out"
-    real = Protector.protect_file
+    import jndkit.pipeline.run as pipeline_run
+
+    real = pipeline_run.protect_one
     calls = []
 
-    def interrupted_on_the_second(self, path, *args, **kwargs):
+    def interrupted_on_the_second(task, path, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, path, *args, **kwargs)
+        return real(task, path, *args, **kwargs)
 
-    monkeypatch.setattr(Protector, "protect_file", interrupted_on_the_second)
+    monkeypatch.setattr(pipeline_run, "protect_one", interrupted_on_the_second)
     args = ["protect", str(src), "--output", str(out), "--research", "--max-iter", "150", "--no-html"]
     r = runner.invoke(app, args)
     assert r.exit_code == 130, r.output
@@ -207,7 +211,7 @@ def test_ctrl_c_says_what_is_finished_and_the_resume_command_works(tmp_path, mon
     assert sorted(words[2:-1]) == sorted(args[1:])  # every argument and option given, nothing else
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "report.json"]  # nothing half-done left
 
-    monkeypatch.setattr(Protector, "protect_file", real)
+    monkeypatch.setattr(pipeline_run, "protect_one", real)
     again = runner.invoke(app, words[1:])
     assert again.exit_code == 0, again.output
     assert "2/3 protected, 1 skipped" in again.output
@@ -220,7 +224,9 @@ def test_resume_command_keeps_flags_and_quotes_paths(tmp_path, monkeypatch):
     src = tmp_path / "my photos"
     src.mkdir()
     _photo(src / "a b.png")
-    monkeypatch.setattr(Protector, "protect_file", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    import jndkit.pipeline.run as pipeline_run
+
+    monkeypatch.setattr(pipeline_run, "protect_one", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     r = runner.invoke(app, ["protect", str(src / "a b.png"), "-o", str(tmp_path / "o"), "--research", "--no-html",
                             "--background", "grey", "--seed", "3"])
     assert r.exit_code == 130
@@ -270,7 +276,7 @@ def test_outputs_carry_no_exif_or_gps_as_the_readme_says(tmp_path, mobilenet):
 
 def test_subclasses_with_the_old_protect_tensor_signature_still_protect_opaque_photos(tmp_path, mobilenet):
     """benchmarks/bench_large.py and tests/test_proxy.py override protect_tensor(x, out_fmt, progress)
-    and _measure(rec, ref, saved): an opaque photo must not pass them the alpha."""
+    and judge(attempt, clean, saved, record): an opaque photo must not pass them the alpha."""
     seen = []
 
     class Old(Protector):
@@ -278,31 +284,30 @@ def test_subclasses_with_the_old_protect_tensor_signature_still_protect_opaque_p
             seen.append("attack")
             return super().protect_tensor(x, out_fmt, progress)
 
-        def _measure(self, rec, ref, saved):  # type: ignore[no-untyped-def, override]
-            seen.append("measure")
-            super()._measure(rec, ref, saved)
+        def judge(self, attempt, clean, saved, record):  # type: ignore[no-untyped-def, override]
+            seen.append("judge")
+            return super().judge(attempt, clean, saved, record)
 
     out = tmp_path / "out"
     out.mkdir()
     rec = Old(ProtectConfig.research(), victim=mobilenet).protect_file(_photo(tmp_path / "a.png"), out)
-    assert rec.status == "protected" and seen == ["attack", "measure"], rec.error
+    assert rec.status == "protected" and seen == ["attack", "judge"], rec.error
 
 
 def test_ctrl_c_in_face_protection_says_how_to_resume(tmp_path, monkeypatch):
     import shlex
 
-    import jndkit.face.protect as face_protect
+    import jndkit.pipeline.run as pipeline_run
 
-    def interrupted(paths, output, **kw):  # type: ignore[no-untyped-def]
-        kw["on_start"](Path(paths[0]), 0, 4)
+    def interrupted(task, src, dst, progress=None):  # type: ignore[no-untyped-def]
+        assert task.name == "face"
         raise KeyboardInterrupt
-        yield  # a generator, like the real one
 
-    monkeypatch.setattr(face_protect, "protect_face_paths", interrupted)
+    monkeypatch.setattr(pipeline_run, "protect_one", interrupted)
     src = _photo(tmp_path / "me.png")
     r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), "--goal", "hide"])
     assert r.exit_code == 130, r.output
-    assert "interrupted: 0/4 photos finished" in r.output
+    assert "interrupted: 0/1 photos finished" in r.output
     words = shlex.split(r.output.split("resume with: ", 1)[1].strip())
     assert words[:2] == ["jndkit", "protect"] and words[-1] == "--resume"
     assert words[words.index("--task") + 1] == "face" and words[words.index("--goal") + 1] == "hide"

@@ -28,11 +28,10 @@ from rich.progress import (
 )
 
 if TYPE_CHECKING:
-    from ..face.record import FaceRecord
-    from ..protect import ImageRecord
+    from ..pipeline import Record
 
 __all__ = [
-    "PhotoClock", "err", "fail", "interrupted", "out", "print_face_record", "print_record", "progress_bar", "quiet",
+    "PhotoClock", "err", "fail", "interrupted", "out", "print_record", "progress_bar", "quiet",
     "reflow", "resume_command", "time_left_column", "time_remaining_column",
 ]
 
@@ -123,7 +122,7 @@ def resume_command(ctx: typer.Context) -> str:
     return shlex.join(words + options + ["--resume"])
 
 
-def interrupted(ctx: typer.Context, output: Path, records: Sequence[ImageRecord | FaceRecord], total: int) -> NoReturn:
+def interrupted(ctx: typer.Context, output: Path, records: Sequence[Record], total: int) -> NoReturn:
     """Ctrl-C: one line with the photos finished and the command that resumes the run; exit 130."""
     ok = sum(r.status == "protected" for r in records)
     err.print(f"interrupted: {len(records)}/{total or '?'} photos finished ({ok} protected; the photo in hand "
@@ -132,38 +131,34 @@ def interrupted(ctx: typer.Context, output: Path, records: Sequence[ImageRecord 
     raise typer.Exit(130)
 
 
-def print_record(rec: ImageRecord, count: str = "") -> None:
-    """One line per classify photo (``count``: its ``[i/n]`` position, so a log shows progress)."""
+def print_record(rec: Record, count: str = "") -> None:
+    """One line per photo of any task (``count``: its ``[i/n]`` position, so a log shows progress)."""
     name = Path(rec.input).name
     if rec.status == "error":
         err.print(f"{count}[red]✗[/red] {rec.error}", highlight=False)
     elif rec.status == "skipped":
         err.print(f"{count}[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
+    elif rec.status.startswith("no-"):
+        err.print(f"{count}[yellow]![/yellow] {name}: {rec.error or rec.status}", highlight=False)
     else:
-        before = rec.clean_top5[0][0] if rec.clean_top5 else "?"
-        after = rec.protected_top5[0][0] if rec.protected_top5 else "?"
         mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
         psnr = "unchanged" if rec.psnr is None else f"{rec.psnr:.1f} dB"
-        err.print(f"{count}{mark} {name}: {before} → {after}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
+        err.print(f"{count}{mark} {name}: {_what(rec)}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
                   + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
-                  + (f"budget {rec.strength:g}x JND  " if getattr(rec, "strength", None) is not None else "")
+                  + (f"budget {rec.strength:g}x JND  " if rec.strength is not None else "")
                   + f"K={rec.iterations}  {rec.seconds:.1f}s"
                   + (f"  {rec.protection}" if rec.protection else "")
                   + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
 
 
-def print_face_record(rec: FaceRecord) -> None:
-    """One line per face photo: faces protected, PSNR of the photo and of the faces, time."""
-    name = Path(rec.input).name
-    if rec.status == "error":
-        err.print(f"[red]✗[/red] {rec.error}", highlight=False)
-    elif rec.status == "skipped":
-        err.print(f"[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
-    elif rec.status == "no-face":
-        err.print(f"[yellow]![/yellow] {name}: no face detected; nothing written", highlight=False)
-    else:
-        n = len(rec.faces)
-        ok = sum(bool(f.get("protected")) for f in rec.faces)
-        mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
-        err.print(f"{mark} {name}: {ok}/{n} faces protected  PSNR {rec.psnr:.1f} dB (faces {rec.psnr_faces:.1f} dB)  "
-                  f"{rec.seconds:.1f}s" + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
+def _what(rec: Record) -> str:
+    """The task's few words: ``tabby → toaster`` (classify), ``2/2 faces protected (faces 44.1 dB)`` (face)."""
+    faces = getattr(rec, "faces", None)
+    if faces is not None:
+        ok = sum(bool(f.get("protected")) for f in faces)
+        pf = getattr(rec, "psnr_faces", None)
+        return f"{ok}/{len(faces)} faces protected" + (f" (faces {pf:.1f} dB)" if pf is not None else "")
+    before, after = getattr(rec, "clean_top5", None), getattr(rec, "protected_top5", None)
+    if before is not None:
+        return f"{before[0][0] if before else '?'} → {after[0][0] if after else '?'}"
+    return rec.protection or ""

@@ -1,24 +1,22 @@
-"""``jndkit protect``: options -> :class:`~jndkit.protect.ProtectConfig` -> :func:`~jndkit.protect.protect_paths`
-(``--task classify``) or :func:`~jndkit.face.protect.protect_face_paths` (``--task face``) -> one line per
-photo, a summary line, report.html (classify) and ``--json``."""
+"""``jndkit protect``: options -> a task (:class:`~jndkit.protect.Protector` for ``--task classify``,
+:class:`~jndkit.face.task.FaceTask` for ``--task face``) -> :func:`jndkit.pipeline.run_paths` -> one line per
+photo, a summary line, report.json, report.html and ``--json``, the same for every task."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..errors import JndkitError
+from ..errors import InputError, JndkitError
 from .common import (
     PhotoClock,
     err,
     fail,
     interrupted,
     out,
-    print_face_record,
     print_record,
     progress_bar,
     quiet,
@@ -27,8 +25,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..face.record import FaceRecord
-    from ..protect import ImageRecord, ProtectConfig, Protector
+    from ..pipeline import Record, Task
 
 
 def protect(
@@ -83,27 +80,75 @@ def protect(
     """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files).
 
     Ctrl-C stops after saying how many photos are finished and the command that resumes the run."""
+    if task not in ("classify", "face"):
+        fail(f"--task must be classify or face, got {task!r}")
     if task == "face":
         given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
-                 "--background": background,
-                 "--research": research or None, "--no-html": None if html else True}
+                 "--background": background, "--research": research or None}
         bad = [k for k, v in given.items() if v is not None]
         if bad:
             fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task face "
-                 "(face protection uses MTCNN and dlib's recogniser and writes report.json only)")
-        face_records: list[FaceRecord] = []
-        face_total = [0]
-        try:
-            _protect_faces(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt,
-                           quality, robust, resume, kappa, as_json, face_records, face_total)
-        except KeyboardInterrupt:
-            interrupted(ctx, output, face_records, face_total[0])
-        return
-    if task != "classify":
-        fail(f"--task must be classify or face, got {task!r}")
-    if gallery is not None:
+                 "(face protection uses MTCNN and dlib's recogniser)")
+    elif gallery is not None:
         fail("--gallery is for --task face")
-    from ..protect import ProtectConfig, Protector, summarise
+    records: list[Record] = []
+    total = [0]
+    try:
+        try:
+            runner = (_face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt,
+                                 quality, robust, kappa) if task == "face" else
+                      _classify_task(model, weights, method, preset, goal, strength, jnd, upload, research, kappa,
+                                     max_iter, fmt, quality, robust, seed, background))
+        except JndkitError as e:
+            fail(str(e))
+        _run(runner, paths, output, resume, as_json, records, total)
+    except KeyboardInterrupt:
+        interrupted(ctx, output, records, total[0])
+    if html:
+        from ..report import write_html_report
+
+        try:
+            page = write_html_report(Path(output), records, type(runner.new_record(Path("-"))))
+            if not as_json:
+                err.print(f"report page: {page}", highlight=False)
+        except (OSError, JndkitError) as e:  # the photos and report.json are written; say so and go on
+            warn(f"report.html not written: {e}")
+    from ..pipeline import report_dict
+
+    report = report_dict(runner, records)
+    summary = report["summary"]
+    if as_json:
+        from ..jsonio import dumps
+
+        out.print_json(dumps(report))
+    err.print(summary_line(summary, runner.name) + f"; report: {Path(output) / 'report.json'}", highlight=False)
+    raise typer.Exit(1 if summary["failed"] + summary["errors"] + summary.get("no_face", 0) else 0)
+
+
+def summary_line(summary: dict[str, Any], task: str) -> str:
+    """The run's last line: photos (and faces) protected, failures, mean quality."""
+    line = f"{summary['protected']}/{summary['images']} " + ("photos protected" if task == "face" else "protected")
+    if task == "face":
+        line += f", {summary['faces_protected']}/{summary['faces']} faces"
+    line += ((f", {summary['failed']} not protected (nothing written)" if summary["failed"] else "")
+             + (f", {summary['no_face']} without a face" if summary.get("no_face") else "")
+             + (f", {summary['errors']} errors" if summary["errors"] else "")
+             + (f", {summary['skipped']} skipped" if summary["skipped"] else ""))
+    if summary["mean_psnr"]:
+        line += f"; mean PSNR {summary['mean_psnr']:.1f} dB"
+        if task == "face" and summary.get("mean_psnr_faces"):
+            line += f" (faces {summary['mean_psnr_faces']:.1f} dB)"
+        else:
+            line += f", SSIM {summary['mean_ssim']:.4f}"
+    return line
+
+
+def _classify_task(model: str | None, weights: Path | None, method: str | None, preset: str | None,
+                   goal: str | None, strength: str | None, jnd: str | None, upload: str | None, research: bool,
+                   kappa: float | None, max_iter: int | None, fmt: str, quality: int, robust: str, seed: int,
+                   background: str | None) -> Task:
+    """Options -> :class:`~jndkit.protect.ProtectConfig` -> the classify task (:class:`~jndkit.protect.Protector`)."""
+    from ..protect import ProtectConfig, Protector
 
     base = ProtectConfig.research() if research else ProtectConfig()
     changes: dict[str, Any] = {k: v for k, v in {
@@ -111,53 +156,39 @@ def protect(
         "kappa": kappa, "background": background}.items() if v is not None}
     config = dataclasses.replace(base, weights=str(weights) if weights else None, preset=preset, max_iter=max_iter,
                                  format=fmt, quality=quality, robust=robust, seed=seed, **changes)
-    records: list[ImageRecord] = []
-    total = [0]
-    try:
-        try:
-            config.validate()
-            protector = Protector(config)
-        except JndkitError as e:
-            fail(str(e))
-        _run_protect(paths, output, config, resume, protector, as_json, records, total)
-    except KeyboardInterrupt:
-        interrupted(ctx, output, records, total[0])
-    if html:
-        from ..report import write_html_report
-
-        try:
-            page = write_html_report(Path(output), records)
-            if not as_json:
-                err.print(f"report page: {page}", highlight=False)
-        except (OSError, JndkitError) as e:  # the photos and report.json are written; say so and go on
-            warn(f"report.html not written: {e}")
-    summary = summarise(records)
-    if as_json:
-        from ..jsonio import dumps
-        from ..protect import report_dict
-
-        out.print_json(dumps(report_dict(config, records)))
-    line = (f"{summary['protected']}/{summary['images']} protected"
-            + (f", {summary['failed']} not protected (nothing written)" if summary["failed"] else "")
-            + (f", {summary['errors']} errors" if summary["errors"] else "")
-            + (f", {summary['skipped']} skipped" if summary["skipped"] else "")
-            + (f"; mean PSNR {summary['mean_psnr']:.1f} dB, SSIM {summary['mean_ssim']:.4f}" if summary["mean_psnr"]
-               else "")
-            + f"; report: {Path(output) / 'report.json'}")
-    err.print(line, highlight=False)
-    raise typer.Exit(1 if summary["failed"] + summary["errors"] else 0)
+    config.validate()
+    return Protector(config)
 
 
-def _run_protect(paths: list[Path], output: Path, config: ProtectConfig, resume: bool, protector: Protector,
-                 as_json: bool, records: list[ImageRecord], total: list[int]) -> None:
-    """The photo loop of ``protect``: a progress display on a terminal (photos done / total, elapsed,
-    time left from the seconds per finished photo; iterations of the photo in hand, which stop at
-    its first success), one record line per photo (plain text when stderr is not a terminal, so logs
-    show progress). Appends to ``records``; ``total[0]`` is the number of photos once known."""
-    from ..protect import protect_paths
+def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str, preset: str | None,
+               max_iter: int | None, seed: int, fmt: str, quality: int, robust: str, kappa: float | None) -> Task:
+    """Options -> the face task (:class:`~jndkit.face.task.FaceTask`); settings checked before the models load."""
+    from ..face.protect import FaceProtector, parse_face_goal
+    from ..face.task import FaceTask
+    from ..pipeline import prepare_run
+    from ..protect_config import parse_robust
+
+    if fmt not in ("png", "jpg", "webp", "same"):
+        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
+    if not 1 <= int(quality) <= 100:
+        raise InputError(f"quality must be in 1..100, got {quality}")
+    parse_robust(robust)
+    parse_face_goal(goal)
+    prepare_run(list(paths), output)
+    return FaceTask(FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa), fmt, quality, robust)
+
+
+def _run(task: Task, paths: list[Path], output: Path, resume: bool, as_json: bool, records: list[Record],
+         total: list[int]) -> None:
+    """The photo loop of ``protect`` (:func:`jndkit.pipeline.run_paths`, any task): a progress display on a
+    terminal (photos done / total, elapsed, time left from the seconds per finished photo; iterations of
+    the photo in hand, which stop at its first success), one record line per photo (plain text when
+    stderr is not a terminal, so logs show progress). Appends to ``records``; ``total[0]`` is the number
+    of photos once known."""
+    from ..pipeline import run_paths
 
     clock = PhotoClock()
-    with progress_bar(quiet(False), time_left_column()) as bar:
+    with progress_bar(quiet(as_json), time_left_column()) as bar:
         files_task = bar.add_task("photos", total=None, left="")
         iter_task = bar.add_task("iterations (at most)", total=None, left="")
 
@@ -170,53 +201,9 @@ def _run_protect(paths: list[Path], output: Path, config: ProtectConfig, resume:
             bar.update(iter_task, total=limit, completed=step)
 
         try:
-            for rec in protect_paths(list(paths), output, config, resume=resume, protector=protector,
-                                     on_start=on_start, progress=on_progress):
+            for rec in run_paths(task, list(paths), output, resume=resume, on_start=on_start, progress=on_progress):
                 records.append(rec)
                 if not as_json:
                     print_record(rec, f"[{len(records)}/{total[0]}] ")
         except JndkitError as e:
             fail(str(e))
-
-
-def _protect_faces(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str,
-                   preset: str | None, max_iter: int | None, seed: int, fmt: str, quality: int, robust: str,
-                   resume: bool, kappa: float | None, as_json: bool, records: list[FaceRecord],
-                   total: list[int]) -> None:
-    """``protect --task face``: one library call (:func:`jndkit.face.protect.protect_face_paths`).
-    Appends to ``records``; ``total[0]`` is the number of photos once known (for Ctrl-C)."""
-    from ..face.protect import protect_face_paths, summarise
-
-    try:
-        with progress_bar(quiet(as_json)) as bar:
-            files_task = bar.add_task("photos", total=None)
-            iter_task = bar.add_task("iterations", total=None)
-
-            def on_start(path: Path, i: int, n: int) -> None:
-                total[0] = n
-                bar.update(files_task, total=n, completed=i, description=path.name)
-                bar.reset(iter_task)
-
-            def on_progress(step: int, limit: int, info: dict[str, Any]) -> None:
-                bar.update(iter_task, total=limit, completed=step)
-
-            for rec in protect_face_paths(
-                    paths, output, goal=goal, gallery=gallery, method=method, preset=preset, max_iter=max_iter,
-                    seed=seed, fmt=fmt, quality=quality, robust=robust, progress=on_progress, resume=resume,
-                    on_start=on_start, kappa=kappa):
-                records.append(rec)
-                if not as_json:
-                    print_face_record(rec)
-    except JndkitError as e:
-        fail(str(e))
-    summary = summarise(records)
-    if as_json:
-        out.print_json(json.dumps({"summary": summary, "images": [r.to_json() for r in records]}, default=str))
-    err.print(f"{summary['protected']}/{summary['images']} photos protected, {summary['faces_protected']}/"
-              f"{summary['faces']} faces"
-              + (f", {summary['no_face']} without a face" if summary["no_face"] else "")
-              + (f", {summary['errors']} errors" if summary["errors"] else "")
-              + (f"; mean PSNR {summary['mean_psnr']:.1f} dB (faces {summary['mean_psnr_faces']:.1f} dB)"
-                 if summary["mean_psnr"] else "")
-              + f"; report: {Path(output) / 'report.json'}", highlight=False)
-    raise typer.Exit(1 if summary["failed"] + summary["errors"] + summary["no_face"] else 0)

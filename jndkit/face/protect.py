@@ -33,22 +33,19 @@ the face blurred to 12 px, so only low-frequency changes move them).
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .. import __version__
 from ..attacks import AttackResult, get_method, run_attack
-from ..errors import ImageError, InputError, JndkitError, OutputError
-from ..images import load_image, output_path, quantize, save_image
-from ..protect import parse_robust, prepare_run, reencode, write_json_atomic
-from .boxes import SAME_FACE_IOU, int_box, region, same_face, shifted
+from ..errors import InputError
+from ..images import output_path, quantize
+from ..pipeline import prepare_run, protect_one, run_paths
+from ..protect_config import parse_robust, reencode
+from .boxes import SAME_FACE_IOU, region, same_face, shifted
 from .detect import Face, FaceDetector
 from .dlib_net import DlibFaceNet
 from .methods import FACE_LEVELS, FACE_PARAMS, face_method
@@ -63,9 +60,9 @@ from .strategy import (
     FaceContext,
     FaceStrategy,
     _r,
-    nearest_identity,
     parse_face_goal,
 )
+from .task import FaceTask
 from .victim import (
     HIDE_GROW,
     HIDE_PAD,
@@ -297,96 +294,13 @@ class FaceProtector:
 
     def protect_file(self, src: Path, out_dir: Path, fmt: str = "png", quality: int = 95, robust: str = "none",
                      progress: ProgressFn | None = None) -> FaceRecord:
-        """Protect one file into ``out_dir`` and re-check the encoded file; errors come back in the record.
-
-        The protected photo is encoded and re-read from a private temporary folder first; only when
-        every face passes that check (and the robust one, when asked) is the same file written under
-        its output name. A photo that fails leaves nothing in ``out_dir``.
-        """
-        rec = FaceRecord(input=str(src), goal=self.goal_spec, method=self.method_name)
-        t0 = time.perf_counter()
-        try:
-            dst = output_path(src, out_dir, fmt)
-            if dst.exists():
-                raise OutputError(dst, "already exists; not overwritten (use --resume to skip done photos)")
-            if dst.resolve() == Path(src).resolve():
-                raise OutputError(dst, "output would replace the input")
-            img = load_image(src)
-            rec.width, rec.height = img.size
-            prot = self.protect_image(img.rgb, dst.suffix.lstrip(".").lower(), quality, robust, progress)
-            if prot.x_adv is None or prot.result is None:
-                rec.status = "no-face"
-                rec.error = f"no face found (MTCNN probability >= {self.min_prob:g}); nothing written"
-            else:
-                with tempfile.TemporaryDirectory(prefix="jndkit-face-") as tmp:
-                    trial = save_image(prot.x_adv, Path(tmp) / dst.name, quality=quality, alpha=img.alpha,
-                                       info=img.info)
-                    ok = self._record(rec, prot, quantize(img.rgb), load_image(trial).rgb, robust)
-                    if ok:
-                        data = trial.read_bytes()
-                        save_image(prot.x_adv, dst, quality=quality, alpha=img.alpha, info=img.info)
-                        if dst.read_bytes() != data:  # the encoder is deterministic; never publish unchecked bytes
-                            dst.unlink()
-                            raise OutputError(dst, "the written file differs from the checked one; removed")
-                        rec.output = str(dst)
-        except JndkitError as e:
-            rec.status, rec.error = "error", str(e)
-        except (OSError, ValueError, RuntimeError) as e:  # anything unexpected about this one file
-            rec.status, rec.error = "error", f"{src}: {type(e).__name__}: {e}"
-        rec.seconds = round(time.perf_counter() - t0, 3)
+        """Protect one file into ``out_dir`` through :func:`jndkit.pipeline.protect_one` (written under
+        a hidden name, re-read, every face judged from scratch; only a photo that passes takes its
+        output name, a photo that fails leaves nothing). Errors come back in the record."""
+        task = FaceTask(self, fmt, quality, robust)
+        rec = protect_one(task, Path(src), output_path(Path(src), Path(out_dir), fmt), progress)
+        assert isinstance(rec, FaceRecord)
         return rec
-
-    def _record(self, rec: FaceRecord, prot: FaceProtection, x0: torch.Tensor, saved: torch.Tensor,
-                robust: str) -> bool:
-        """Fill ``rec`` from the protection ``prot`` of the 8-bit original ``x0`` and the re-read encoded
-        file ``saved`` (both ``[3,H,W]``); return whether every face is protected."""
-        from .. import metrics
-
-        assert prot.result is not None
-        clean_emb, refs, names = prot.clean_embeddings, prot.references, prot.reference_names
-        res = prot.result
-        rec.success_engine = bool(res.success[0])
-        rec.margin = _r(float(res.margin[0]))
-        rec.iterations, rec.tries, rec.rounds = int(res.iterations[0]), int(res.tries[0]), prot.rounds
-        # the proof: the encoded file, decoded again, judged from scratch
-        checks, _ = self.check(saved, prot.faces, refs, names)
-        rec.success = all(c["protected"] for c in checks)
-        rob = parse_robust(robust)
-        robust_checks: list[dict[str, Any]] | None = None
-        if rob is not None:
-            robust_checks, _ = self.check(reencode(*rob)(saved[None])[0], prot.faces, refs, names)
-            rec.robust_success = all(c["protected"] for c in robust_checks)
-        vals = metrics.compute_metrics(x0[None], saved[None], names=["psnr", "ssim", "l2", "linf", "l0"])
-        rec.psnr, rec.ssim = _r(float(vals["psnr"][0])), _r(float(vals["ssim"][0]), 6)
-        rec.l2, rec.linf = _r(float(vals["l2"][0]), 6), _r(float(vals["linf"][0]), 6)
-        rec.changed_values = int(vals["l0"][0])
-        for i, (face, c) in enumerate(zip(prot.faces, checks)):
-            ident, gd = nearest_identity(clean_emb[i], self.gallery)
-            x1, y1, x2, y2 = int_box(face.box, x0.shape[-1], x0.shape[-2])
-            fm = metrics.compute_metrics(x0[None, :, y1:y2, x1:x2], saved[None, :, y1:y2, x1:x2], names=["psnr", "ssim"])
-            d0 = float(torch.linalg.vector_norm(refs[i] - clean_emb[i], dim=1).min())
-            entry = {
-                "box": [round(v, 1) for v in face.box], "prob": _r(face.prob, 6),
-                "reference": self.strategy.reference_label(names[i]),
-                "distance_before": _r(d0),
-                "identity_before": ident if gd is not None and gd < self.threshold else None,
-                "gallery_distance_before": _r(gd),
-                **c,
-                "psnr": _r(float(fm["psnr"][0])), "ssim": _r(float(fm["ssim"][0]), 6),
-            }
-            if robust_checks is not None:
-                entry["robust_protected"] = robust_checks[i]["protected"]
-                entry["robust_distance_after"] = robust_checks[i]["distance_after"]
-            rec.faces.append(entry)
-        face_psnr = [f["psnr"] for f in rec.faces if f["psnr"] is not None]
-        rec.psnr_faces = min(face_psnr) if face_psnr else None
-        ok = rec.success and rec.robust_success is not False
-        rec.status = "protected" if ok else "failed"
-        if not ok:
-            bad = sum(not (f["protected"] and f.get("robust_protected", True)) for f in rec.faces)
-            rec.error = (f"{bad} of {len(rec.faces)} face(s) still {self.strategy.failure()} in the encoded "
-                         "file; nothing written, no attempt kept (raise --max-iter or try another method)")
-        return ok
 
 
 def protect_face_paths(
@@ -444,43 +358,10 @@ def protect_face_paths(
         raise InputError(f"quality must be in 1..100, got {quality}")
     parse_robust(robust)
     parse_face_goal(goal)
-    out, files = prepare_run(paths, out_dir)
+    prepare_run(paths, out_dir)  # no image or an unwritable folder: said before the models load
     protector = protector or FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa,
                                            threshold=threshold, min_prob=min_prob, rounds=rounds)
-    config = {"task": "face", "goal": protector.goal_spec, "method": protector.method_name, "preset": protector.preset,
-              "max_iter": protector.max_iter, "seed": protector.seed, "format": fmt, "quality": quality, "robust": robust,
-              "kappa": protector.kappa, "threshold": protector.threshold, "min_prob": protector.min_prob,
-              "rounds": protector.rounds, "gallery": sorted(protector.gallery)}
-    report_path = out / "report.json"
-    previous: dict[str, dict[str, Any]] = {}
-    if resume and report_path.exists():
-        try:
-            previous = {item["input"]: item for item in json.loads(report_path.read_text()).get("images", [])}
-        except (OSError, ValueError, KeyError, AttributeError):
-            previous = {}
-    records: list[FaceRecord] = []
-
-    def report() -> dict[str, Any]:
-        return {"jndkit": __version__, "torch": torch.__version__, "config": config,
-                "summary": summarise(records), "images": [r.to_json() for r in records]}
-
-    for i, src in enumerate(files):
-        if on_start is not None:
-            on_start(src, i, len(files))
-        try:
-            dst: Path | None = output_path(src, out, fmt)
-        except (ImageError, InputError):
-            dst = None
-        if resume and dst is not None and dst.exists():
-            old = previous.get(str(src))
-            rec = (FaceRecord.from_json(old) if old is not None
-                   else FaceRecord(input=str(src), output=str(dst), status="skipped", error="output exists (resume)",
-                                   goal=protector.goal_spec, method=protector.method_name))
-            records.append(rec)
-            yield rec
-            continue
-        rec = protector.protect_file(src, out, fmt, quality, robust, progress)
-        records.append(rec)
-        write_json_atomic(report(), report_path)
+    task = FaceTask(protector, fmt, quality, robust)
+    for rec in run_paths(task, paths, out_dir, resume=resume, on_start=on_start, progress=progress):
+        assert isinstance(rec, FaceRecord)
         yield rec
-    write_json_atomic(report(), report_path)

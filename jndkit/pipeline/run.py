@@ -145,7 +145,7 @@ def run_paths(
     resume: bool = False,
     on_start: Callable[[Path, int, int], None] | None = None,
     progress: ProgressFn | None = None,
-    protect: Callable[[Task, Path, Path, ProgressFn | None], Record] = protect_one,
+    protect: Callable[[Task, Path, Path, ProgressFn | None], Record] | None = None,
 ) -> Iterator[Record]:
     """Protect files and folders into ``out_dir`` with ``task``, yielding one record per photo.
 
@@ -154,7 +154,7 @@ def run_paths(
     loses at most the photo in hand; it is the truth of the folder: a photo whose verified output
     is there keeps its record (also when ``resume`` skips it), a photo that failed has no output.
     With ``resume``, photos whose output exists are skipped; failures are tried again.
-    ``protect`` is the per-photo step (:func:`protect_one`; a distributed runner passes its own).
+    ``protect`` is the per-photo step (default :func:`protect_one`; a distributed runner passes its own).
 
     Raises:
         OutputError: ``out_dir`` cannot be created or written, or holds a ``report.json`` that
@@ -179,7 +179,7 @@ def run_paths(
                 merged[str(src)] = rec
             yield rec
             continue
-        rec = protect(task, src, dst, progress)
+        rec = (protect or protect_one)(task, src, dst, progress)
         refused = rec.status == "error" and dst.exists()
         if not (refused and old is not None):
             merged[str(src)] = rec

@@ -29,14 +29,15 @@ class Attempt:
         image: ``[3,H,W]`` protected image in ``[0,1]`` (8-bit values) to write; ``None`` when the
             photo has nothing to protect (then ``status`` says what, e.g. ``no-face``, and ``reason``
             why, and nothing is written).
-        alpha: ``[H,W]`` uint8 alpha to write with it, if any.
+        alpha: ``[H,W]`` uint8 alpha (a NumPy array, as :class:`~jndkit.images.LoadedImage` has it) to
+            write with it, if any.
         reference: ``[3,H,W]`` the 8-bit image the written file is measured against (default: the
             photo as decoded; a transparent photo flattened for a format without alpha differs).
         state: private to the task, handed back to :meth:`Task.judge`.
     """
 
     image: torch.Tensor | None
-    alpha: torch.Tensor | None = None
+    alpha: Any = None
     status: str | None = None
     reason: str | None = None
     reference: torch.Tensor | None = None
@@ -48,10 +49,16 @@ class Task(Protocol):
     """A kind of protection (classify, face, detect, text) as the pipeline sees it."""
 
     name: str
-    fmt: str
-    """Output format: ``png``, ``jpg``, ``webp`` or ``same``."""
-    quality: int
-    """JPEG/WebP quality of the output."""
+
+    @property
+    def fmt(self) -> str:
+        """Output format: ``png``, ``jpg``, ``webp`` or ``same``."""
+        ...
+
+    @property
+    def quality(self) -> int:
+        """JPEG/WebP quality of the output."""
+        ...
 
     def config_json(self) -> dict[str, Any]:
         """The run's settings, for ``report.json``."""

@@ -1,10 +1,11 @@
-"""Human-readable outputs: the HTML report of a protect run and JND-map images."""
+"""The report page of a protection run, for every task (``OUT.report/report.html``), and JND-map images."""
 
 from __future__ import annotations
 
 import html
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ImageError
-from .images import load_image, save_image
+from ..errors import ImageError
+from ..images import load_image, save_image
+from ..pipeline import Record, summarise
 
 THUMB = 360
 AMPLIFY = 40.0
@@ -73,19 +75,20 @@ def _matrix_html(matrix: dict[str, Any] | None) -> str:
             f"<div>{html.escape(matrix.get('summary', ''))}</div>")
 
 
-def write_html_report(out_dir: Path, records: list[Any]) -> Path:
-    """Write ``OUT.report/report.html`` (thumbnails beside it) for protect records.
+def write_html_report(out_dir: Path, records: Sequence[Record], record_type: type[Record] | None = None) -> Path:
+    """Write ``OUT.report/report.html`` (thumbnails beside it) for the records of a run of any task.
 
     The page shows the records of ``OUT/report.json`` when it exists (the truth of the folder:
-    earlier runs' photos included), else ``records``.
+    earlier runs' photos included; read as ``record_type``, by default the type of ``records``),
+    else ``records``. What a task adds (top-5 lists, faces, boxes) comes from
+    :meth:`~jndkit.pipeline.Record.caption`.
     """
-    from .protect import _record_from_json, summarise
-
     out_dir = Path(out_dir)
     rp = out_dir / "report.json"
+    kind = record_type or (type(records[0]) if records else Record)
     if rp.exists():
         try:
-            records = [_record_from_json(d) for d in json.loads(rp.read_text()).get("images", [])]
+            records = [kind.from_json(d) for d in json.loads(rp.read_text()).get("images", [])]
         except (OSError, ValueError, KeyError, TypeError):
             pass
     folder = report_dir(out_dir)
@@ -108,25 +111,24 @@ def write_html_report(out_dir: Path, records: list[Any]) -> Path:
         b = _write(_thumb(adv), assets / f"{stem}_protected.png")
         c = _write(_diff_image(orig, adv), assets / f"{stem}_difference.png")
 
-        def top(t: list[Any]) -> str:
-            return "<br>".join(f"{html.escape(str(lab))} {p:.3f}" for lab, p in t[:3])
+        def top(rec: Record, which: str) -> str:
+            return "<br>".join(html.escape(line) for line in rec.caption(which))
 
         ok = "✓ protected" if r.status == "protected" else "✗ not protected"
         psnr = "unchanged" if r.psnr is None else f"{r.psnr:.2f} dB"
         extra = ""
-        if getattr(r, "ciede2000_mean", None) is not None:
+        if r.ciede2000_mean is not None:
             extra += f"<br>CIEDE2000 {r.ciede2000_mean:.2f} mean, {r.ciede2000_max:.1f} max"
-        if getattr(r, "above_jnd", None) is not None:
+        if r.above_jnd is not None:
             extra += f"<br>{r.above_jnd:.2%} of pixels above the JND"
         rows.append(
             f"<tr><td><b>{name}</b><br>{r.width}×{r.height}<br><span class={'ok' if r.status == 'protected' else 'err'}>"
-            f"{ok}</span><br>PSNR {psnr}<br>SSIM {r.ssim:.5f}<br>L∞ {r.linf * 255:.0f}/255{extra}<br>"
+            f"{ok}</span><br>PSNR {psnr}<br>SSIM {r.ssim:.5f}<br>L∞ {(r.linf or 0) * 255:.0f}/255{extra}<br>"
             f"{r.changed_values} values changed<br>K = {r.iterations}, {r.seconds:.1f} s</td>"
-            f"<td><img src='assets/{a}'><br>{top(r.clean_top5)}</td>"
-            f"<td><img src='assets/{b}'><br>{top(r.protected_top5)}</td>"
+            f"<td><img src='assets/{a}'><br>{top(r, 'original')}</td>"
+            f"<td><img src='assets/{b}'><br>{top(r, 'protected')}</td>"
             f"<td><img src='assets/{c}'><br>difference × {AMPLIFY:g} (grey = unchanged)</td></tr>"
-            + (f"<tr><td></td><td colspan=3>{_matrix_html(getattr(r, 'matrix', None))}</td></tr>"
-               if getattr(r, "matrix", None) else "")
+            + (f"<tr><td></td><td colspan=3>{_matrix_html(r.matrix)}</td></tr>" if r.matrix else "")
         )
     s = summarise(records)
     page = f"""<!doctype html><meta charset=utf-8><title>jndkit report</title>
@@ -140,7 +142,7 @@ each written file back and running the models on it, after every upload transfor
 mean SSIM {s['mean_ssim']}. This page and its images live outside the output folder: they show the originals.</p>
 <p>Protection matrix: green = top-1 changed and the clean class out of the top-5; amber = top-1 changed only;
 red = still recognised.</p>
-<table><tr><th>photo</th><th>original (top-3)</th><th>protected (top-3 on the saved file)</th>
+<table><tr><th>photo</th><th>original</th><th>protected (judged on the saved file)</th>
 <th>amplified difference</th></tr>
 {''.join(rows)}</table>"""
     path = folder / "report.html"
@@ -167,9 +169,9 @@ def save_jnd_map(rgb: torch.Tensor, output: Path, model: str = "namm", *, stem: 
     """
     import io
 
-    from .errors import OutputError
-    from .jsonio import write_bytes_atomic
-    from .perception import jnd_map
+    from ..errors import OutputError
+    from ..jsonio import write_bytes_atomic
+    from ..perception import jnd_map
 
     output = Path(output)
     if output.is_dir():
