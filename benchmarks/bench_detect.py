@@ -60,7 +60,8 @@ def photos() -> dict[str, np.ndarray]:
 
     from jndkit.samples import sample_array
 
-    full: dict[str, np.ndarray] = {n: np.asarray(getattr(skimage.data, n)()) for n in ("astronaut", "chelsea", "coffee")}
+    full: dict[str, np.ndarray] = {n: np.asarray(getattr(skimage.data, n)())
+                                   for n in ("astronaut", "chelsea", "coffee")}
     left, right, _ = skimage.data.stereo_motorcycle()
     full["motorcycle_left"], full["motorcycle_right"] = np.asarray(left), np.asarray(right)
     full["horse"] = np.stack([np.asarray(skimage.data.horse()).astype(np.uint8) * 255] * 3, -1)  # silhouette
@@ -148,7 +149,8 @@ def run(methods: list[str], cv_python: str, max_iter: int) -> None:
                 "psnr": float(m["psnr"][0]), "ssim": float(m["ssim"][0]),
                 "above_jnd": float(share_above_jnd(x[None], saved[None], "chou")[0]),
                 "before": [d.to_json() for d in v.boxes_before], "after": [d.to_json() for d in v.boxes_after],
-                "seconds": round(seconds, 1), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+                "seconds": round(seconds, 1), "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
             }
             with OUT.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -171,8 +173,9 @@ def table() -> str:
         def mean(key: str, rs: list[dict[str, object]] = rs) -> float:
             return float(np.mean([float(r[key]) for r in rs]))  # type: ignore[arg-type]
 
-        lines.append(f"| {method} | {len(rs)} | {pct('success_file')} | {pct('success_upload')} | {pct('opencv_file')} | "
-                     f"{pct('opencv_upload')} | {mean('iterations'):.1f} | {mean('psnr'):.2f} | {mean('ssim'):.4f} | "
+        lines.append(f"| {method} | {len(rs)} | {pct('success_file')} | {pct('success_upload')} | "
+                     f"{pct('opencv_file')} | {pct('opencv_upload')} | {mean('iterations'):.1f} | {mean('psnr'):.2f} | "
+                     f"{mean('ssim'):.4f} | "
                      f"{100 * mean('above_jnd'):.2f} | {mean('seconds'):.1f} |")
     return "\n".join(lines)
 

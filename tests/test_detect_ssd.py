@@ -48,7 +48,8 @@ def test_port_matches_opencv_on_package_photos(model: ssd_mod.SSDMobileNetV2, in
     matched = 0
     for name, dets in REF["photos"].items():
         x = inputs[name]
-        assert hashlib.sha256(x.tobytes()).hexdigest() == REF["sha256"][name], f"{name}: input differs from the fixture's"
+        digest = hashlib.sha256(x.tobytes()).hexdigest()
+        assert digest == REF["sha256"][name], f"{name}: input differs from the fixture's"
         ours = model.detect(torch.from_numpy(x).permute(2, 0, 1)[None].float() / 255.0, REF["min_score"])[0]
         assert len(ours) == len(dets), (name, ours, dets)
         for ref in dets:
@@ -78,7 +79,7 @@ def test_full_resolution_photo_through_the_graph_resize(model: ssd_mod.SSDMobile
     dets = model.detect(x)[0]
     person = [d for d in dets if d.name == "person"]
     assert len(person) == 1 and 0.7 < person[0].score < 0.9
-    x1, y1, x2, y2 = person[0].box
+    x1, _, x2, y2 = person[0].box
     assert x2 > 300 and y2 > 450 and x1 < 30  # the astronaut fills the left 3/4 of the 512-px photo
 
 
@@ -143,7 +144,7 @@ def test_scores_are_differentiable(model: ssd_mod.SSDMobileNetV2, inputs: dict[s
 
 
 def test_graphdef_tensor_values() -> None:
-    pb, pbtxt = model_files()
+    _, pbtxt = model_files()
     text = read_graph(pbtxt)
     prior = next(n for n in text.node if n.name == "PriorBox_0")
     np.testing.assert_allclose(tensor_value(prior.attr["height"].tensor), [30.0, 42.4264068604, 84.8528137207])
@@ -155,7 +156,7 @@ def test_graphdef_tensor_values() -> None:
 def test_bad_graph_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pb"
     bad.write_bytes(b"\xff\xff\xff not a graph")
-    with pytest.raises(InputError, match="bad.pb: cannot read as a TensorFlow GraphDef"):
+    with pytest.raises(InputError, match=r"bad\.pb: cannot read as a TensorFlow GraphDef"):
         read_graph(bad)
 
 

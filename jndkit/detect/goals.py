@@ -92,7 +92,7 @@ class Vanish(Goal):
     ids: tuple[int, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.threshold - 2 * self.kappa and self.threshold < 1.0):
+        if not (self.threshold - 2 * self.kappa > 0.0 and self.threshold < 1.0):
             raise InputError(f"threshold - 2 kappa must be in (0,1), got {self.threshold} and kappa {self.kappa}")
         if self.classes is None:
             self.ids = tuple(range(1, len(COCO_NAMES)))

@@ -64,7 +64,7 @@ _DTYPES: dict[str, tuple[int, Any]] = {
 @cache
 def _classes() -> dict[str, Any]:
     """The message classes, built once from a descriptor declared in code."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # type: ignore[import-untyped]
 
     fdp = descriptor_pb2.FileDescriptorProto(name="jndkit_tf_graph.proto", package=_PACKAGE, syntax="proto3")
     enum = fdp.enum_type.add(name="DataType")
@@ -120,7 +120,9 @@ def tensor_value(tensor: Any) -> np.ndarray:
     if dtype is None:
         raise InputError(f"tensor of type {name} is not supported")
     if tensor.tensor_content:
-        return np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).copy()
+        raw: np.ndarray = np.frombuffer(tensor.tensor_content, dtype=np.dtype(dtype).newbyteorder("<"))
+        out: np.ndarray = raw.reshape(shape).copy()
+        return out
     vals: Any = {np.float32: tensor.float_val, np.float64: tensor.double_val, np.int64: tensor.int64_val,
                  np.bool_: tensor.bool_val}.get(dtype, tensor.int_val)
     arr = np.asarray(list(vals), dtype=dtype)

@@ -229,7 +229,7 @@ class SSDMobileNetV2(nn.Module):
             elif op in ("Mul", "Sub", "Add", "AddV2"):
                 lhs = v[0] if "c0" not in a else a["c0"]
                 rhs = (v[1] if len(v) > 1 else v[0]) if "c1" not in a else a["c1"]
-                out = lhs * rhs if op == "Mul" else (lhs - rhs if op == "Sub" else lhs + rhs)  # type: ignore[operator]
+                out = lhs * rhs if op == "Mul" else (lhs - rhs if op == "Sub" else lhs + rhs)
             elif op == "Flatten":  # TensorFlow flattens NHWC: (y, x, anchor, value)
                 out = v[0].permute(0, 2, 3, 1).flatten(1)
             elif op == "ConcatV2":
