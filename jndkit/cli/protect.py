@@ -69,6 +69,11 @@ def protect(
     robust: str = typer.Option("none", "--robust", help="none | jpeg:Q | webp:Q: must also survive re-encoding."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same input: same output)."),
     resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
+    engine: str = typer.Option("local", "--engine",
+                               help="local (this process) | ray: photos spread over Ray Data workers, each loading "
+                                    "the models once (pip install 'jndkit[ray]'; RAY_ADDRESS for a cluster; "
+                                    "docs/distributed.md)."),
+    workers: int = typer.Option(2, "--workers", help="--engine ray: Ray workers (one CPU each)."),
     html: bool = typer.Option(True, "--html/--no-html",
                               help="Also write OUT.report/report.html (beside the output folder: it shows the "
                                    "originals)."),
@@ -91,17 +96,23 @@ def protect(
                  "(face protection uses MTCNN and dlib's recogniser)")
     elif gallery is not None:
         fail("--gallery is for --task face")
+    if engine not in ("local", "ray") or workers < 1:
+        fail(f"--engine must be local or ray and --workers >= 1, got {engine!r} and {workers}")
     records: list[Record] = []
     total = [0]
     try:
         try:
+            if engine == "ray":  # before any model loads: say what to install
+                from ..distributed import import_ray
+
+                import_ray()
             runner = (_face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt,
                                  quality, robust, kappa) if task == "face" else
                       _classify_task(model, weights, method, preset, goal, strength, jnd, upload, research, kappa,
                                      max_iter, fmt, quality, robust, seed, background))
         except JndkitError as e:
             fail(str(e))
-        _run(runner, paths, output, resume, as_json, records, total)
+        _run(runner, paths, output, resume, as_json, records, total, engine, workers)
     except KeyboardInterrupt:
         interrupted(ctx, output, records, total[0])
     if html:
@@ -179,7 +190,7 @@ def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None,
 
 
 def _run(task: Task, paths: list[Path], output: Path, resume: bool, as_json: bool, records: list[Record],
-         total: list[int]) -> None:
+         total: list[int], engine: str = "local", workers: int = 2) -> None:
     """The photo loop of ``protect`` (:func:`jndkit.pipeline.run_paths`, any task): a progress display on a
     terminal (photos done / total, elapsed, time left from the seconds per finished photo; iterations of
     the photo in hand, which stop at its first success), one record line per photo (plain text when
@@ -201,7 +212,14 @@ def _run(task: Task, paths: list[Path], output: Path, resume: bool, as_json: boo
             bar.update(iter_task, total=limit, completed=step)
 
         try:
-            for rec in run_paths(task, list(paths), output, resume=resume, on_start=on_start, progress=on_progress):
+            if engine == "ray":  # the same loop, photos protected on Ray workers (jndkit.distributed)
+                from ..distributed import protect_paths_ray, task_factory
+
+                loop = protect_paths_ray(task_factory(task), list(paths), output, resume=resume, workers=workers,
+                                         task=task, on_start=on_start)
+            else:
+                loop = run_paths(task, list(paths), output, resume=resume, on_start=on_start, progress=on_progress)
+            for rec in loop:
                 records.append(rec)
                 if not as_json:
                     print_record(rec, f"[{len(records)}/{total[0]}] ")
