@@ -54,13 +54,38 @@ from .pipeline import (
     write_json_atomic,
 )
 
-__all__ = ["RAY_EXTRA", "ProtectBatch", "import_ray", "protect_dataset", "protect_paths_ray"]
+__all__ = ["RAY_EXTRA", "ProtectBatch", "import_ray", "protect_dataset", "protect_paths_ray", "record_of",
+           "task_factory"]
 
 RAY_EXTRA = "pip install 'jndkit[ray]'  (ray[data]==2.60.0)"
 """What to install for this module (the ``ray`` extra of ``pyproject.toml``)."""
 
 TaskFactory = Callable[[], Task]
 """Builds the task in a worker (loads its victims); must pickle (a class, a ``functools.partial``)."""
+
+
+@dataclass(frozen=True)
+class _Shipped:
+    """A factory that returns a task built on the driver and shipped to the worker (pickled once, with
+    its models), for a task that has no small recipe."""
+
+    task: Task
+
+    def __call__(self) -> Task:
+        return self.task
+
+
+def task_factory(task: Task) -> TaskFactory:
+    """A picklable factory for ``task``, for the workers: a classify :class:`~jndkit.protect.Protector`
+    is rebuilt from its config in each worker (the victims load there, from the worker's own disk);
+    any other task is pickled with its models and sent once per worker."""
+    import functools
+
+    from .protect import Protector
+
+    if type(task) is Protector:
+        return functools.partial(Protector, task.config)
+    return _Shipped(task)
 
 
 def import_ray() -> ModuleType:
