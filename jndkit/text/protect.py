@@ -185,8 +185,9 @@ class TextVerdict:
         """One line: which region is still read, and where."""
         for r in self.regions:
             if r["target"] and not r["unreadable"]:
-                return (f"easyocr still reads {r['text_before']!r} as {r.get('read_as', r['text_after'])!r} "
-                        f"(CER {r.get('worst_cer', r['cer']):.2f} < {UNREADABLE_CER}) after {r.get('worst_view', 'file')}")
+                read_as, worst = r.get("read_as", r["text_after"]), r.get("worst_cer", r["cer"])
+                return (f"easyocr still reads {r['text_before']!r} as {read_as!r} "
+                        f"(CER {worst:.2f} < {UNREADABLE_CER}) after {r.get('worst_view', 'file')}")
             if not r["target"] and r["cer"] >= UNREADABLE_CER:
                 return f"the kept text {r['text_before']!r} became unreadable ({r['text_after']!r})"
         return "protected"

@@ -141,7 +141,8 @@ class TextVictim(nn.Module):
     def _recognise(self, x: torch.Tensor) -> torch.Tensor:
         """Recogniser logits ``[N,T,C]`` of normalised grey inputs ``[N,1,64,W]``, ignored classes at -1e4."""
         z: torch.Tensor = self.recognizer(x, None)
-        return z.masked_fill(self.ignored.to(z.device), _IGNORED)
+        ignored: torch.Tensor = self.ignored  # type: ignore[assignment]
+        return z.masked_fill(ignored.to(z.device), _IGNORED)
 
     def _crop(self, grey: torch.Tensor, box: Box, w_out: int) -> torch.Tensor:
         """Bilinear resize (OpenCV's rule, edges repeated) of ``box`` of ``grey`` ``[B,1,h,w]`` to
@@ -171,7 +172,8 @@ class TextVictim(nn.Module):
         h, w = x.shape[-2:]
         xp = F.pad(x, (0, (-w) % 32, 0, (-h) % 32))  # easyocr pads the canvas with black, then normalises
         y, _ = self.craft((xp - mean) / std)
-        return y[..., 0]
+        score: torch.Tensor = y[..., 0]
+        return score
 
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
