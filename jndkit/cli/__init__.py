@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from . import bench, jnd_map, listing, machine_jnd, protect, study, verify
+from .serve import serve
 
 __all__ = ["app", "main"]
 
@@ -30,6 +31,7 @@ app.command("samples")(listing.samples)
 app.command("jnd-map")(jnd_map.jnd_map)
 app.add_typer(machine_jnd.machine_jnd_app, name="machine-jnd")
 app.command("bench")(bench.bench)
+app.command("serve")(serve)
 app.add_typer(study.study_app, name="study")
 
 
