@@ -173,6 +173,45 @@ def test_batch_class_refuses_unknown_columns(task: TinyClassifyTask) -> None:
         worker({"image": np.zeros(1)})
 
 
+def test_task_factory_rebuilds_a_protector_from_its_config_and_ships_other_tasks(task: TinyClassifyTask) -> None:
+    import functools
+
+    from jndkit.distributed import task_factory
+    from jndkit.protect import ProtectConfig, Protector
+
+    cfg = ProtectConfig.research(max_iter=7, seed=3)
+    prot = Protector(cfg, victim=task.victim)
+    make = task_factory(prot)
+    assert isinstance(make, functools.partial) and make.func is Protector and make.args == (cfg,)
+    shipped = pickle.loads(pickle.dumps(task_factory(task)))()  # what a worker gets
+    assert type(shipped) is TinyClassifyTask and shipped is not task
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(shipped.victim(x), task.victim(x))
+
+
+def test_cli_engine_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--engine`` other than local/ray and ``--workers 0`` are refused; ``--engine ray`` without Ray
+    Data says what to install, before any model loads or any output folder is made."""
+    from typer.testing import CliRunner
+
+    from jndkit import distributed
+    from jndkit.cli import app
+
+    src = _photos(tmp_path / "in", 1)[0]
+    res = CliRunner().invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--engine", "spark"])
+    assert res.exit_code != 0 and "--engine must be local or ray" in res.output
+    res = CliRunner().invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--engine", "ray", "--workers", "0"])
+    assert res.exit_code != 0 and "--workers >= 1, got 'ray' and 0" in res.output
+
+    real = importlib.import_module
+    monkeypatch.setattr(distributed.importlib, "import_module",
+                        lambda name, *a: (_ for _ in ()).throw(ImportError(name)) if name.startswith("ray")
+                        else real(name, *a))
+    res = CliRunner().invoke(app, ["protect", str(src), "-o", str(tmp_path / "o"), "--engine", "ray", "--research"])
+    assert res.exit_code != 0 and "pip install 'jndkit[ray]'" in res.output
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------------------------------------- local Ray
 @pytest.mark.slow
 def test_ray_equals_single_process_bit_for_bit(tmp_path: Path) -> None:
