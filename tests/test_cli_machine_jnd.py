@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def test_apply_per_image_writes_three_files_and_a_report_that_matches_them(tmp_p
     assert np.allclose(e * 255, np.round(e * 255), atol=1e-3)  # whole 8-bit levels
 
     report = json.loads((out / "report.json").read_text())
-    assert report["method"] == "per-image" and report["models"] == ["mobilenet_v2"]
+    assert report["task"] == "machine-jnd"  # the one pipeline's report.json: the run's settings under config
+    assert report["config"]["method"] == "per-image" and report["config"]["models"] == ["mobilenet_v2"]
     assert report["summary"]["done"] == 1 and report["summary"]["errors"] == 0
     item = report["images"][0]
     assert item["status"] == "done" and item["file_matches_computation"] is True
@@ -125,11 +127,16 @@ def test_existing_outputs_are_never_overwritten(tmp_path):
     assert "already exists" in line
     assert (out / "taken_jnd.npy").read_bytes() == b"mine" and not (out / "taken.png").exists()
     assert (out / "free.png").exists()
-    report = (out / "report.json").read_bytes()
-    before = (out / "free.png").read_bytes()
-    again = _mj("apply", src / "free.png", "-o", out, *MODEL, "--steps", 2)
-    assert again.exit_code == 2 and "report.json" in again.output and "already exists" in again.output
-    assert (out / "report.json").read_bytes() == report and (out / "free.png").read_bytes() == before
+    before = {n: (out / n).read_bytes() for n in ("free.png", "free_jnd.png", "free_jnd.npy")}
+    again = _mj("apply", src / "free.png", "-o", out, *MODEL, "--steps", 2)  # as protect: a run into the same folder
+    assert again.exit_code == 1
+    (line,) = _lines_naming(again.output, "free.png: already exists")
+    assert {n: (out / n).read_bytes() for n in before} == before
+    report = json.loads((out / "report.json").read_text())  # the truth of the folder: free.png is still done
+    assert [(Path(i["input"]).name, i["status"]) for i in report["images"]] == [("free.png", "done")]
+    (out / "report.json").write_text("my notes")  # a report.json jndkit did not write is never replaced
+    third = _mj("apply", src / "free.png", "-o", out, *MODEL, "--steps", 2)
+    assert third.exit_code == 2 and "report.json" in third.output and (out / "report.json").read_text() == "my notes"
 
 
 @pytest.mark.parametrize("args,msg", [(["--net", "n.pt", "--per-image"], "choose one"),
@@ -190,7 +197,8 @@ def test_apply_net_uses_the_trained_net(trained, tmp_path, mobilenet):
     r = _mj("apply", src, "--net", net, "-o", out)  # classifiers come from the net file
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
-    assert report["method"] == "net" and report["models"] == ["mobilenet_v2"] and report["steps"] is None
+    cfg = report["config"]
+    assert cfg["method"] == "net" and cfg["models"] == ["mobilenet_v2"] and cfg["steps"] is None
     x = load_image(src).rgb[None]
     expected = apply_jnd_net(load_jnd_net(net), [mobilenet], x)[0].numpy()
     assert np.abs(expected).max() > 0

@@ -240,7 +240,7 @@ def test_no_face_is_reported_and_nothing_written(tmp_path: Path, models: tuple[A
     bad.write_bytes(b"not an image")
     recs = _protect([src, bad], tmp_path / "out", models)
     assert [r.status for r in recs] == ["no-face", "error"]
-    assert "no face found" in recs[0].error and recs[0].output is None
+    assert "no face detected" in recs[0].error and recs[0].output is None
     assert not (tmp_path / "out" / "wall.png").exists()
     from jndkit.face import summarise
 

@@ -4,8 +4,9 @@ Each subcommand checks its options, makes one library call and prints the outcom
 
 * ``train`` -> :func:`jndkit.machine_jnd.runs.train_and_save` (train, save the net, evaluate the held-out
   share) and NET.json from :func:`~jndkit.machine_jnd.runs.training_record`;
-* ``apply`` -> :func:`jndkit.machine_jnd.apply.apply_to_files` (per photo: the per-image optimiser or a
-  trained net, the PNG written, read back and evaluated) and report.json;
+* ``apply`` -> :func:`jndkit.machine_jnd.apply.apply_to_files` (the task ``machine-jnd`` of the one
+  pipeline: per photo the per-image optimiser or a trained net, the PNG written, read back and
+  evaluated) and report.json;
 * ``eval``  -> :func:`jndkit.machine_jnd.runs.evaluate_parts`, with the settings NET.json records
   (:func:`~jndkit.machine_jnd.runs.inherit_settings`).
 
@@ -209,12 +210,13 @@ def apply(
     max_side: int | None = typer.Option(None, "--max-side", help="Work on a copy downscaled so its long side is "
                                         "at most N pixels (outputs are at that size). Default: full resolution."),
     seed: int = typer.Option(0, "--seed", help="Seed of the optimiser's start and of the white-noise check."),
+    resume: bool = typer.Option(False, "--resume", help="Skip photos whose output already exists."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
     """See ``_APPLY_HELP``."""
-    from ..images import find_images
     from ..machine_jnd import load_jnd_net
-    from ..machine_jnd.apply import apply_report, apply_to_files
+    from ..machine_jnd.apply import MachineJndTask, apply_to_files
+    from ..pipeline import prepare_run, report_dict
 
     if net_path is not None and per_image:
         fail("choose one of --net NET.pt and --per-image")
@@ -223,13 +225,12 @@ def apply(
     if max_side is not None and max_side < 8:
         fail(f"--max-side must be >= 8, got {max_side}")
     report_path = output / "report.json"
-    _refuse_existing(report_path)
     if output.exists() and not output.is_dir():
         fail(f"{output}: exists and is not a folder")
     try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        fail(f"{output}: cannot be written ({e.strerror or e})")
+        prepare_run(list(paths), output)  # no image, or a folder that cannot be written: said before any model loads
+    except JndkitError as e:
+        fail(str(e))
     net = None
     if net_path is not None:
         try:
@@ -244,32 +245,33 @@ def apply(
     else:
         names = _model_names(models or ALL_MODELS)
     victims = _load_victims(names)
-    files = find_images(list(paths))
-    if not files:
-        fail("no images found in " + ", ".join(str(p) for p in paths))
 
-    records: list[dict[str, Any]] = []
+    records: list[Any] = []
     with progress_bar(quiet(as_json), time_remaining_column()) as bar:
-        files_task = bar.add_task("photos", total=len(files))
+        files_task = bar.add_task("photos", total=None)
         step_task = bar.add_task("steps", total=None, visible=net is None)
 
         def on_start(src: Path, i: int, n: int) -> None:
-            bar.update(files_task, completed=i, description=src.name)
+            bar.update(files_task, total=n, completed=i, description=src.name)
             bar.reset(step_task)
 
-        for rec in apply_to_files(files, output, victims, names, net=net, steps=steps, lr=lr, seed=seed,
-                                  max_side=max_side, on_start=on_start,
-                                  progress=lambda s, n: bar.update(step_task, total=n, completed=s)):
-            if rec["status"] == "error":
-                err.print(f"[red]✗[/red] {rec['error']}", highlight=False)
-            elif not as_json:
-                err.print(f"[green]✓[/green] {Path(rec['input']).name}: {_fmt_eval(rec['evaluation'])}  "
-                          f"{rec['seconds']:.1f}s", highlight=False)
-            records.append(rec)
-        bar.update(files_task, completed=len(files))
+        try:
+            for rec in apply_to_files(list(paths), output, victims, names, net=net, net_path=net_path, steps=steps,
+                                      lr=lr, seed=seed, max_side=max_side, resume=resume, on_start=on_start,
+                                      progress=lambda s, n: bar.update(step_task, total=n, completed=s)):
+                if rec.status == "error":
+                    err.print(f"[red]✗[/red] {rec.error}", highlight=False)
+                elif rec.status == "skipped":
+                    err.print(f"[dim]- {Path(rec.input).name}: skipped (output exists)[/dim]", highlight=False)
+                elif not as_json and rec.evaluation is not None:
+                    err.print(f"[green]✓[/green] {Path(rec.input).name}: {_fmt_eval(rec.evaluation)}  "
+                              f"{rec.seconds:.1f}s", highlight=False)
+                records.append(rec)
+        except JndkitError as e:
+            fail(str(e))
+        bar.update(files_task, completed=len(records))
 
-    report = apply_report(records, net_path=net_path, models=names, steps=steps, lr=lr, seed=seed, max_side=max_side)
-    _write_json(report_path, report)
+    report = report_dict(MachineJndTask(victims, names, net, net_path, steps, lr, seed, max_side), records)
     if as_json:
         out.print_json(dumps(report))
     summary = report["summary"]

@@ -13,7 +13,7 @@ One library call per CLI subcommand:
 * ``jndkit machine-jnd eval``  -> :func:`evaluate_jnd_net` (or :func:`evaluate_jnd` for given ``e``)
 
 and the runs the CLI makes of them, as library functions: :func:`apply_to_files` (per photo: ``e``,
-the PNG written, read back and evaluated; :func:`downscale`, :func:`jnd_picture`, :func:`apply_report`),
+the PNG written, read back and evaluated; :func:`downscale`, :func:`jnd_picture`, :class:`MachineJndTask`),
 :func:`train_and_save` / :func:`training_record` (NET.json), :func:`read_training_record` /
 :func:`inherit_settings` (evaluation settings from NET.json) and :func:`evaluate_parts` /
 :func:`evaluation_report`.
@@ -22,8 +22,8 @@ the PNG written, read back and evaluated; :func:`downscale`, :func:`jnd_picture`
 from .apply import (
     ALL_CLASSIFIERS,
     REPORT_FORMAT,
-    apply_report,
-    apply_to_file,
+    JndRecord,
+    MachineJndTask,
     apply_to_files,
     downscale,
     jnd_picture,
@@ -85,8 +85,8 @@ from .train import (
 
 __all__ = [
     "ALL_CLASSIFIERS", "CPU_CONFIG", "PAPER_CONFIG", "REPORT_FORMAT", "SHIPPED_PHOTOS", "DMVJNDNet", "EvalSettings",
-    "FolderImages", "ImageSet", "TrainConfig", "TrainRun",
-    "apply_jnd_net", "apply_report", "apply_to_file", "apply_to_files", "bounded_perturbation", "cam",
+    "FolderImages", "ImageSet", "JndRecord", "MachineJndTask", "TrainConfig", "TrainRun",
+    "apply_jnd_net", "apply_to_files", "bounded_perturbation", "cam",
     "cam_and_logits", "cam_softmax", "cifar10_images", "default_size", "downscale",
     "equal_energy_noise", "evaluate_jnd", "evaluate_jnd_net", "evaluate_parts", "evaluation_report", "folder_images",
     "gap_linear_head", "grad_cam", "homogeneity_test", "inherit_settings", "jnd_objective", "jnd_picture",

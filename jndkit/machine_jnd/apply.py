@@ -8,17 +8,18 @@ before the work starts, and written atomically.
 
 * :func:`downscale` -- the antialiased 8-bit copy with a long side of at most ``max_side`` pixels;
 * :func:`jnd_picture` -- the grey picture of ``|e|`` and the 8-bit level its white stands for;
-* :func:`apply_to_file` / :func:`apply_to_files` -- one photo / many (a bad photo becomes an error
-  record, the others go on);
-* :func:`apply_report` -- report.json of a run (settings, summary, per-photo records).
+* :class:`MachineJndTask` -- the per-photo work as a task of the one pipeline (:mod:`jndkit.pipeline`:
+  the same write -> re-read step and report.json as protection), :class:`JndRecord` its record;
+* :func:`apply_to_files` -- photos and folders through :func:`jndkit.pipeline.run_paths` (a bad photo
+  becomes an error record, the others go on).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import JndkitError, OutputError
-from ..images import load_image, quantize, save_image
+from ..errors import OutputError
+from ..images import LoadedImage, quantize, save_image
 from ..jsonio import write_bytes_atomic
+from ..pipeline import Attempt, ProgressFn, Record, run_paths
 from .evaluate import evaluate_jnd
 from .net import DMVJNDNet
 from .train import apply_jnd_net, optimise_jnd_per_image
 
 __all__ = [
-    "ALL_CLASSIFIERS", "REPORT_FORMAT", "apply_report", "apply_to_file", "apply_to_files", "downscale",
+    "ALL_CLASSIFIERS", "REPORT_FORMAT", "JndRecord", "MachineJndTask", "apply_to_files", "downscale",
     "jnd_picture", "mean_finite",
 ]
 
@@ -96,122 +98,140 @@ def mean_finite(values: Sequence[float | None]) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def apply_to_file(
-    src: Path,
-    output: Path,
-    victims: Sequence[nn.Module],
-    names: Sequence[str],
-    *,
-    net: DMVJNDNet | None = None,
-    steps: int = 100,
-    lr: float = 0.05,
-    seed: int = 0,
-    max_side: int | None = None,
-    progress: StepFn | None = None,
-) -> dict[str, Any]:
-    """Machine JND of the photo ``src`` into the folder ``output``: ``<stem>.png`` (``x + e`` as saved),
-    ``<stem>_jnd.png`` (:func:`jnd_picture` of the saved change) and ``<stem>_jnd.npy`` (float32
-    ``[3,H,W]``, [0,1] units: the PNG as read back minus the input).
+@dataclass
+class JndRecord(Record):
+    """One photo of a ``machine-jnd apply`` run (status ``done`` once measured).
 
-    ``e`` comes from ``net`` (:func:`~jndkit.machine_jnd.apply_jnd_net`) or, without one, from
-    :func:`~jndkit.machine_jnd.optimise_jnd_per_image` (``steps``, ``lr``, ``seed``; ``progress(step,
-    steps)`` after each step). ``names`` are the classifiers' names in ``victims``' order.
-
-    Returns the photo's record (``status`` ``done``): sizes, whether the file holds exactly the
-    computed ``x + e``, the white level of the picture, each classifier's clean and saved top-1
-    label, :func:`~jndkit.machine_jnd.evaluate_jnd` of the saved change, and the seconds taken.
-
-    Raises:
-        OutputError: one of the three outputs exists already (nothing is written).
-        ImageError: ``src`` cannot be read as an image.
+    Attributes:
+        jnd_png, jnd_npy: the picture of ``|e_file|`` and the raw ``e_file`` (float32 ``[3,H,W]``, [0,1]).
+        size, work_size: ``[W,H]`` of the photo and of the copy worked on (``max_side``).
+        file_matches_computation: the file holds exactly the computed ``quantize(x + e)``.
+        jnd_png_white_levels: the 8-bit level the picture's white stands for.
+        labels: per classifier, its top-1 label on the clean photo and on the saved file.
+        evaluation: :func:`~jndkit.machine_jnd.evaluate_jnd` of the change the file holds.
     """
-    t0 = time.perf_counter()
-    dst = output / (src.stem + ".png")
-    vis_path = output / (src.stem + "_jnd.png")
-    npy_path = output / (src.stem + "_jnd.npy")
-    for p in (dst, vis_path, npy_path):
-        if p.exists():
-            raise OutputError(p, f"already exists; not overwritten, {src.name} skipped "
-                              "(choose another output folder or remove it)")
-    img = load_image(src)
-    x, alpha = downscale(img.rgb[None], img.alpha, max_side)
-    if net is not None:
-        e = apply_jnd_net(net, victims, x, batch_size=1)
-    else:
-        e = optimise_jnd_per_image(victims, x, steps=steps, lr=lr, seed=seed,
-                                   progress=None if progress is None else lambda s, n, _: progress(s, n))
-    save_image(quantize(x + e)[0], dst, alpha=alpha, info=img.info)
-    reread = load_image(dst).rgb[None]
-    e_file = reread - x  # what the file holds, not what was computed
-    pic, white = jnd_picture(e_file[0])
-    save_image(pic, vis_path)
-    write_bytes_atomic(_npy_bytes(e_file[0].numpy().astype(np.float32)), npy_path, overwrite=False)
-    ev = evaluate_jnd(victims, x, e_file, seed=seed, batch_size=1)
-    with torch.no_grad():
-        labels = {str(getattr(v, "name", n)): {"clean": _label(v, x), "saved": _label(v, reread)}
-                  for v, n in zip(victims, names, strict=True)}
-    return {
-        "input": str(src), "status": "done",
-        "output": str(dst), "jnd_png": str(vis_path), "jnd_npy": str(npy_path),
-        "size": [int(img.rgb.shape[2]), int(img.rgb.shape[1])],
-        "work_size": [int(x.shape[3]), int(x.shape[2])],
-        "file_matches_computation": bool(torch.equal(quantize(x + e), reread)),
-        "jnd_png_white_levels": white,
-        "labels": labels,
-        "evaluation": ev,
-        "seconds": time.perf_counter() - t0,
-    }
+
+    task: str = "machine-jnd"
+    jnd_png: str | None = None
+    jnd_npy: str | None = None
+    size: list[int] | None = None
+    work_size: list[int] | None = None
+    file_matches_computation: bool | None = None
+    jnd_png_white_levels: float | None = None
+    labels: dict[str, dict[str, str]] | None = None
+    evaluation: dict[str, Any] | None = None
+
+
+def _side_paths(dst: Path) -> tuple[Path, Path]:
+    return dst.with_name(dst.stem + "_jnd.png"), dst.with_name(dst.stem + "_jnd.npy")
+
+
+@dataclass
+class MachineJndTask:
+    """``machine-jnd apply`` as a task of the pipeline (:func:`jndkit.pipeline.run_paths`): ``e`` from
+    ``net`` (:func:`~jndkit.machine_jnd.apply_jnd_net`) or, without one, the per-image optimiser
+    (``steps``, ``lr``, ``seed``); the pipeline writes ``x + e`` as a PNG, reads it back, and
+    :meth:`judge` evaluates the change the *file* holds and writes the picture and ``.npy`` beside it.
+    A measurement, not a protection: every photo measured is ``done``."""
+
+    victims: Sequence[nn.Module]
+    names: Sequence[str]
+    net: DMVJNDNet | None = None
+    net_path: Path | None = None
+    steps: int = 100
+    lr: float = 0.05
+    seed: int = 0
+    max_side: int | None = None
+    name: str = "machine-jnd"
+    fmt: str = "png"
+    quality: int = 95
+    done_status: str = "done"
+
+    def config_json(self) -> dict[str, Any]:
+        per_image = self.net is None
+        return {
+            "format": REPORT_FORMAT, "command": "machine-jnd apply", "method": "per-image" if per_image else "net",
+            "net": None if per_image else str(self.net_path), "models": list(self.names),
+            "steps": self.steps if per_image else None, "lr": self.lr if per_image else None, "seed": self.seed,
+            "max_side": self.max_side,
+            "jnd_png_scale": "grey = max over R,G,B of |e| / jnd_png_white_levels (per image); black = unchanged",
+        }
+
+    def new_record(self, src: Path) -> JndRecord:
+        return JndRecord(input=str(src))
+
+    def protect(self, image: LoadedImage, dst: Path, record: Record, progress: ProgressFn | None) -> Attempt:
+        for p in _side_paths(dst):
+            if p.exists():
+                raise OutputError(p, "already exists; not overwritten (choose another output folder or remove it)")
+        assert isinstance(record, JndRecord)
+        x, alpha = downscale(image.rgb[None], image.alpha, self.max_side)
+        if self.net is not None:
+            e = apply_jnd_net(self.net, self.victims, x, batch_size=1)
+        else:
+            e = optimise_jnd_per_image(self.victims, x, steps=self.steps, lr=self.lr, seed=self.seed,
+                                       progress=None if progress is None else lambda s, n, _: progress(s, n, {}))
+        record.size = [int(image.rgb.shape[2]), int(image.rgb.shape[1])]
+        record.work_size = [int(x.shape[3]), int(x.shape[2])]
+        return Attempt(quantize(x + e)[0], alpha=alpha, reference=x[0], state=(x, e, dst))
+
+    def judge(self, attempt: Attempt, clean: torch.Tensor, saved: torch.Tensor, record: Record) -> bool:
+        """Evaluate the change the re-read file holds; write its picture and raw ``.npy`` beside it."""
+        assert isinstance(record, JndRecord)
+        x, e, dst = attempt.state
+        reread = saved[None]
+        e_file = reread - x  # what the file holds, not what was computed
+        vis_path, npy_path = _side_paths(dst)
+        pic, white = jnd_picture(e_file[0])
+        save_image(pic, vis_path)
+        write_bytes_atomic(_npy_bytes(e_file[0].numpy().astype(np.float32)), npy_path, overwrite=False)
+        record.evaluation = evaluate_jnd(self.victims, x, e_file, seed=self.seed, batch_size=1)
+        with torch.no_grad():
+            record.labels = {str(getattr(v, "name", n)): {"clean": _label(v, x), "saved": _label(v, reread)}
+                             for v, n in zip(self.victims, self.names, strict=True)}
+        record.jnd_png, record.jnd_npy = str(vis_path), str(npy_path)
+        record.file_matches_computation = bool(torch.equal(quantize(x + e), reread))
+        record.jnd_png_white_levels = white
+        record.success = True
+        return True
+
+    def why_not(self, record: Record) -> str:
+        return "not measured"
+
+    def summarise(self, records: Sequence[Record]) -> dict[str, Any]:
+        done = [r for r in records if isinstance(r, JndRecord) and r.status == "done" and r.evaluation]
+        return {
+            "done": len(done),
+            "rca_mean": float(np.mean([r.evaluation["rca"]["mean"] for r in done if r.evaluation])) if done else None,
+            "psnr_mean": mean_finite([r.evaluation["psnr_mean"] for r in done if r.evaluation]),
+        }
 
 
 def apply_to_files(
-    files: Sequence[Path],
+    paths: Sequence[Path],
     output: Path,
     victims: Sequence[nn.Module],
     names: Sequence[str],
     *,
     net: DMVJNDNet | None = None,
+    net_path: Path | None = None,
     steps: int = 100,
     lr: float = 0.05,
     seed: int = 0,
     max_side: int | None = None,
+    resume: bool = False,
     on_start: Callable[[Path, int, int], None] | None = None,
     progress: StepFn | None = None,
-) -> Iterator[dict[str, Any]]:
-    """:func:`apply_to_file` for each of ``files`` in turn, yielding one record per photo.
-
-    A photo that fails (unreadable, an output exists, out of memory, a write error) yields
-    ``{"input", "status": "error", "error"}`` with a one-line message naming the file; the others
-    go on. ``on_start(path, i, n)`` is called before photo ``i`` of ``n``.
-    """
-    for i, src in enumerate(files):
-        if on_start is not None:
-            on_start(src, i, len(files))
-        try:
-            yield apply_to_file(src, output, victims, names, net=net, steps=steps, lr=lr, seed=seed,
-                                max_side=max_side, progress=progress)
-        except (JndkitError, OSError, MemoryError) as exc:  # one record for this photo; the others go on
-            msg = str(exc) if isinstance(exc, JndkitError) else f"{src}: {type(exc).__name__}: {exc}"
-            yield {"input": str(src), "status": "error", "error": msg}
-
-
-def apply_report(records: Sequence[dict[str, Any]], *, net_path: Path | None, models: Sequence[str], steps: int,
-                 lr: float, seed: int, max_side: int | None) -> dict[str, Any]:
-    """report.json of an apply run: the settings, a summary (photos done and failed, mean RCA, mean
-    finite PSNR) and the per-photo records of :func:`apply_to_files`. ``net_path`` ``None``: the
-    per-image optimiser (``steps`` and ``lr`` are recorded only then)."""
-    done = [r for r in records if r["status"] == "done"]
-    summary = {
-        "images": len(records), "done": len(done), "errors": len(records) - len(done),
-        "rca_mean": float(np.mean([r["evaluation"]["rca"]["mean"] for r in done])) if done else None,
-        "psnr_mean": mean_finite([r["evaluation"]["psnr_mean"] for r in done]),
-    }
-    per_image = net_path is None
-    return {
-        "format": REPORT_FORMAT, "command": "machine-jnd apply",
-        "method": "per-image" if per_image else "net",
-        "net": None if per_image else str(net_path), "models": list(models),
-        "steps": steps if per_image else None, "lr": lr if per_image else None, "seed": seed,
-        "max_side": max_side,
-        "jnd_png_scale": "grey = max over R,G,B of |e| / jnd_png_white_levels (per image); black = unchanged",
-        "summary": summary, "images": list(records),
-    }
+) -> Iterator[JndRecord]:
+    """Machine JND of each photo of ``paths`` (files or folders) into the folder ``output``, through the
+    pipeline (:func:`jndkit.pipeline.run_paths`): ``<stem>.png`` (``x + e`` as saved, the input tree
+    mirrored), ``<stem>_jnd.png`` (:func:`jnd_picture` of the saved change) and ``<stem>_jnd.npy``
+    (float32 ``[3,H,W]``, [0,1] units: the PNG as read back minus the input); ``report.json`` kept up
+    to date after every photo. A photo that fails (unreadable, an output exists, out of memory, a write
+    error) yields an ``error`` record with a one-line message naming the file; the others go on.
+    ``progress(step, steps)`` after each optimiser step."""
+    task = MachineJndTask(victims, names, net, net_path, steps, lr, seed, max_side)
+    step = None if progress is None else (lambda s, n, _info: progress(s, n))
+    for rec in run_paths(task, paths, output, resume=resume, on_start=on_start, progress=step):
+        assert isinstance(rec, JndRecord)
+        yield rec

@@ -33,7 +33,8 @@ class Record:
     Attributes:
         status: ``protected`` (the written file, re-read and judged from scratch, passes the task's
             check, after every upload transform: only then does it take its output name),
-            ``failed`` (it does not: nothing is written, ``output`` is ``None``), ``no-face`` /
+            ``failed`` (it does not: nothing is written, ``output`` is ``None``), ``done`` (a
+            measuring task such as ``machine-jnd apply``: written and measured), ``no-face`` /
             ``no-text`` / ``no-detection`` (nothing to protect: nothing written), ``error``
             (unreadable file, existing output, ...), ``skipped`` (resume, the output exists).
         output: the output file (``None`` for a photo that failed or had nothing to protect).
@@ -95,7 +96,7 @@ class Record:
     @property
     def done(self) -> bool:
         """Attempted (protected, failed, or nothing to protect) rather than skipped or in error."""
-        return self.status in ("protected", "failed") or self.status.startswith("no-")
+        return self.status in ("protected", "failed", "done") or self.status.startswith("no-")
 
 
 def _mean(vals: Sequence[float | int | None]) -> float | None:

@@ -90,7 +90,7 @@ def protect_one(task: Task, src: Path, dst: Path, progress: ProgressFn | None = 
             measure(rec, clean, saved)
             if task.judge(attempt, clean, saved, rec):
                 _link_into_place(tmp, dst)
-                rec.status = "protected"
+                rec.status = getattr(task, "done_status", "protected")  # a measuring task says "done"
             else:
                 rec.status, rec.output = "failed", None
                 hint = getattr(task, "hint", None)
@@ -166,8 +166,9 @@ def run_paths(
     report_path = out / "report.json"
     check_report_path(report_path)
     # the truth of the folder: earlier records only for photos whose verified output is still there
+    ok = getattr(task, "done_status", "protected")
     merged: dict[str, Record] = {k: r for k, r in read_records(task, report_path).items()
-                                 if r.status == "protected" and r.output and Path(r.output).exists()}
+                                 if r.status == ok and r.output and Path(r.output).exists()}
     for i, (src, dst) in enumerate(plan):
         if on_start is not None:
             on_start(src, i, len(plan))
