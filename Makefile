@@ -57,6 +57,7 @@ lint: $(TEST_STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m slow tests/test_serve_browser.py  # the serve page in chromium; skips, saying why, without it
 
 # The browser tests drive Debian's chromium through Playwright (executable_path); `playwright install` is never run.
 browser: $(TEST_STAMP)

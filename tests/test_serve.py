@@ -234,6 +234,24 @@ def test_strength_reaches_the_protector(tmp_path: Path) -> None:
         assert [j.status for j in app.state.session.list()] == ["protected"] * 3
 
 
+def test_faces_task_reports_a_photo_without_a_face(tmp_path: Path) -> None:
+    """The faces task runs FaceProtector (MTCNN + dlib's recogniser): a flat grey picture has no face,
+    so nothing is written and nothing can be downloaded; the original is still shown."""
+    app = create_app(ServeSettings(tmp_parent=str(tmp_path)))
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(buf, "PNG")
+    with TestClient(app) as client:
+        r = post(client, "grey.png", buf.getvalue(), task="faces", strength="auto")
+        assert r.status_code == 202
+        assert app.state.session.wait(300)
+        job = client.get(f"/api/jobs/{r.json()['id']}").json()
+        assert job["status"] == "no-face"
+        assert job["error"] == "no face found (MTCNN probability >= 0.9); nothing written"
+        assert set(job["links"]) == {"original"}
+        assert client.get(f"/api/jobs/{job['id']}/download").status_code == 409
+        assert list(app.state.session._engines) == [("faces", "auto")]
+
+
 def test_page_and_headers(tmp_path: Path) -> None:
     app = create_app(ServeSettings(overrides=FAST, tmp_parent=str(tmp_path)))
     with TestClient(app) as client:

@@ -100,8 +100,8 @@ async function send(items) {
       const body = await res.json().catch(() => ({}));
       if (!res.ok) { refuse(card, body.detail || `${name}: upload refused (HTTP ${res.status})`); continue; }
       cards.delete(key);
-      card.dataset.id = body.id;
-      cards.set(body.id, card);
+      const polled = cards.get(body.id);  // the poll may have seen the job before this answer came
+      if (polled) { card.replaceWith(polled); } else { card.dataset.id = body.id; cards.set(body.id, card); }
       update(body);
     } catch (e) {
       refuse(card, `${name}: upload failed (${e})`);
@@ -114,7 +114,7 @@ async function send(items) {
 
 function refuse(card, message) {
   setStatus(card, "rejected");
-  const err = $(".error", card);
+  const err = $(".message", card);
   err.textContent = message;
   err.hidden = false;
   $("progress", card).hidden = true;
@@ -128,7 +128,7 @@ async function poll() {
       const res = await fetch("/api/jobs", { cache: "no-store" });
       const body = await res.json();
       for (const job of body.jobs) update(job);
-      summary(body.jobs);
+      summary();
       if (!body.pending && !uploading) break;
       await new Promise((ok) => setTimeout(ok, 700));
     }
@@ -139,12 +139,14 @@ async function poll() {
   }
 }
 
-function summary(jobs) {
-  const done = jobs.filter((j) => j.status === "protected").length;
-  const pending = jobs.filter((j) => j.status === "queued" || j.status === "running").length;
-  const other = jobs.length - done - pending;
-  $("#summary").hidden = jobs.length === 0;
-  $("#counts").textContent = `${done} of ${jobs.length} photos protected` +
+// counted from the cards, so photos still uploading and uploads the server refused count too
+function summary() {
+  const states = [...document.querySelectorAll("#jobs .card")].map((c) => c.dataset.status);
+  const done = states.filter((s) => s === "protected").length;
+  const pending = states.filter((s) => ["uploading", "queued", "running"].includes(s)).length;
+  const other = states.length - done - pending;
+  $("#summary").hidden = states.length === 0;
+  $("#counts").textContent = `${done} of ${states.length} photo${states.length === 1 ? "" : "s"} protected` +
     (pending ? `, ${pending} in progress` : "") + (other ? `, ${other} not protected or refused` : "");
   $("#zip").hidden = done === 0;
 }
@@ -163,6 +165,7 @@ function setStatus(card, status) {
   badge.className = "badge " + status;
   badge.textContent = STATUS_TEXT[status] || status;
   card.dataset.status = status;
+  summary();
 }
 
 function update(job) {
@@ -177,7 +180,7 @@ function update(job) {
   $(".info", card).textContent = running
     ? (job.status === "running" ? (job.limit ? `iteration ${job.step} of at most ${job.limit}` : "starting") : "waiting for the worker")
     : (job.seconds != null ? `${job.seconds.toFixed(1)} s` : "");
-  const err = $(".error", card);
+  const err = $(".message", card);
   err.textContent = job.error || "";
   err.hidden = !job.error;
   const dl = $(".download", card);
@@ -209,7 +212,7 @@ function showResult(card, job) {
   if (r.above_jnd != null) bits.push(`${(100 * r.above_jnd).toFixed(2)} % of pixels above the human JND`);
   if (r.strength != null) bits.push(`budget ${r.strength}× JND`);
   if (r.psnr_faces != null) bits.push(`faces PSNR ${r.psnr_faces.toFixed(1)} dB`);
-  if (r.protection) bits.push(r.protection);
+  if (r.protection && !r.matrix) bits.push(r.protection);  // the matrix carries it otherwise
   $(".numbers", card).textContent = bits.join(" · ");
   const mx = $(".matrix", card);
   if (r.matrix) mx.append(matrixTable(r.matrix));
@@ -229,13 +232,14 @@ function matrixTable(m) {
   const wrap = el("div");
   const t = el("table", null, "mx");
   const head = el("tr");
-  head.append(el("th", m.suite));
-  for (const tr of m.transforms) head.append(el("th", tr));
+  head.append(el("th", "model"), el("th", "saw in the original"));
+  for (const tr of m.transforms) head.append(el("th", tr === "saved" ? "saved file" : "after " + tr));
   t.append(head);
   const cells = new Map(m.cells.map((c) => [c.model + "\u0000" + c.transform, c]));
   for (const model of m.models) {
     const row = el("tr");
-    row.append(el("th", model));
+    const first = cells.get(model + "\u0000" + m.transforms[0]);
+    row.append(el("th", model), el("td", first ? first.clean_label : "?"));
     for (const tr of m.transforms) {
       const c = cells.get(model + "\u0000" + tr);
       const td = el("td", `${c.label} ${c.confidence.toFixed(2)}`,
@@ -245,8 +249,8 @@ function matrixTable(m) {
     }
     t.append(row);
   }
-  wrap.append(t, el("div", (m.summary || "") + " — green: answer changed and the true class out of the top-5; " +
-    "amber: answer changed only; red: still recognised", "legend"));
+  wrap.append(t, el("div", `${m.summary || ""} (upload suite ${m.suite}). Green: the answer changed and the ` +
+    "original class left the top-5; amber: the answer changed only; red: still recognised.", "legend"));
   return wrap;
 }
 
