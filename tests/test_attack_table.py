@@ -62,19 +62,24 @@ def _photo() -> torch.Tensor:
     return quantize(F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False))
 
 
-@pytest.fixture(scope="module")
-def case() -> tuple[Linear16, torch.Tensor]:
-    """The victim and its clean image: logits 1.0, 0, -0.5, -1, ... (class 0 by 1.0)."""
-    x0 = _photo()
+def _linear16(x0: torch.Tensor, clean_margin: float = CLEAN_MARGIN) -> Linear16:
+    """The victim whose logits on ``x0`` are ``clean_margin``, 0, -0.5, -1, ... (class 0 by ``clean_margin``)."""
     rng = np.random.default_rng(0)
     # rows of +-1: w_j - w_0 is +-2 on about half of the 768 values, so one 8-bit level on each of them
     # moves that logit difference by up to 3. Measured with this victim: every method of the registry
     # succeeds, levels (3 values a step) at K = 45 of its 200, ddn at K = 27 of 100. With weights +-0.25
     # fgv, levels and mnd fail, and with a clean margin of 3 deepfool and levels fail: the table can fail.
     w = rng.choice([-1.0, 1.0], size=(CLASSES, 3 * SIZE * SIZE))
-    want = np.array([CLEAN_MARGIN, 0.0] + [-0.5 * k for k in range(1, CLASSES - 1)])
+    want = np.array([clean_margin, 0.0] + [-0.5 * k for k in range(1, CLASSES - 1)])
     b = want - x0.double().flatten(1).numpy()[0] @ w.T
-    return Linear16(w, b).eval(), x0
+    return Linear16(w, b).eval()
+
+
+@pytest.fixture(scope="module")
+def case() -> tuple[Linear16, torch.Tensor]:
+    """The victim and its clean image: logits 1.0, 0, -0.5, -1, ... (class 0 by 1.0)."""
+    x0 = _photo()
+    return _linear16(x0), x0
 
 
 def test_the_victim_is_the_closed_form(case: tuple[Linear16, torch.Tensor]) -> None:
@@ -137,3 +142,24 @@ def test_the_table_fails_a_method_that_does_not_reach_its_goal(
     monkeypatch.setitem(METHODS, "weak", weak)
     with pytest.raises(AssertionError, match="weak: engine reports failure"):
         _check_saved_success("weak", victim, x0, tmp_path)
+
+
+def test_deepfool_reaches_kappa_when_rounding_stalls_the_saved_image(tmp_path: Path) -> None:
+    """Clean margin 3: DeepFool's first step puts the 387 values where ``w_1 - w_0 = ±2`` just above one
+    level, so the saved image has margin 0.035 < kappa = 0.05 while the float one is past it. Each later
+    step adds only ``(kappa - 0.035) / |w|^2`` per value, far from the half level a value needs to round
+    up, so DeepFool used to end its 50 steps at margin 0.035 (kappa was applied: the float iterate reached
+    0.81). After 10 stalled steps (DeepFoolStep.patience) the step completes on the 8-bit grid: two
+    values move to a second level (2 x 2/255 = 0.0157 > 0.0147 missing), the fewest that reach kappa."""
+    x0 = _photo()
+    victim = _linear16(x0, clean_margin=3.0)
+    goal = parse_goal("untargeted", DEFAULT_KAPPA)
+    res = run_attack(get_method("deepfool"), victim, goal, x0, seed=0)
+    assert bool(res.success[0]), f"margin {res.margin.tolist()}"
+    assert int(res.iterations[0]) == 12  # step 1 rounds to 0.035, 10 stalled steps (patience), then the completion
+    path = save_image(res.x_adv[0], tmp_path / "deepfool.png")
+    back = load_image(path).rgb[None]
+    z = victim.logits64(back)[0]
+    assert np.delete(z, 0).max() - z[0] == pytest.approx(-3.0 + (387 + 2) * 2 / 255, abs=1e-4)  # 0.0510 > kappa
+    levels = ((back - x0).abs() * 255).round()
+    assert int((levels == 1).sum()) == 385 and int((levels == 2).sum()) == 2 and int((levels > 2).sum()) == 0
