@@ -246,10 +246,16 @@ def test_faces_task_reports_a_photo_without_a_face(tmp_path: Path) -> None:
         assert app.state.session.wait(300)
         job = client.get(f"/api/jobs/{r.json()['id']}").json()
         assert job["status"] == "no-face"
-        assert job["error"] == "no face found (MTCNN probability >= 0.9); nothing written"
+        assert job["error"].startswith("no face") and "nothing written" in job["error"]
         assert set(job["links"]) == {"original"}
         assert client.get(f"/api/jobs/{job['id']}/download").status_code == 409
         assert list(app.state.session._engines) == [("faces", "auto")]
+        # the same line as the library gives the command line for that file
+        src = tmp_path / "grey.png"
+        src.write_bytes(buf.getvalue())
+        (tmp_path / "out").mkdir()
+        rec = app.state.session._engines[("faces", "auto")].protect_file(src, tmp_path / "out", "png")
+        assert rec.status == "no-face" and job["error"] == rec.error.replace(str(src), "grey.png")
 
 
 def test_page_and_headers(tmp_path: Path) -> None:
