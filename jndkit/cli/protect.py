@@ -40,12 +40,16 @@ def protect(
                                       help="Attack method (see `jndkit methods`); default: shield for classify "
                                            "(levels with --research), ddn for face."),
     preset: str | None = typer.Option(None, "--preset", help="Method preset (default: the method's default)."),
-    task: str = typer.Option("classify", "--task", help="classify (image classifier) | face (face recognition)."),
+    task: str = typer.Option("classify", "--task", help="classify (image classifiers) | face (face recognition) | "
+                                                        "detect (object detector: SSD-MobileNetV2, COCO) | "
+                                                        "text (OCR: easyocr; see docs/text.md for where it stands)."),
     goal: str | None = typer.Option(None, "--goal",
                                     help="classify: privacy (default: clean class out of every model's top-5) | "
                                          "untargeted (default with --research) | untargeted:CLASS | targeted:CLASS | "
                                          "least-likely | top5 | margin:C | relative:G;  "
-                                         "face: dodge (default) | impersonate:NAME | hide"),
+                                         "face: dodge (default) | impersonate:NAME | hide;  "
+                                         "detect: vanish (default: no person box) | vanish:CLASS[,CLASS] | "
+                                         "vanish-all | mislabel:CLASS;  text: unreadable (default) | redact:REGEX"),
     gallery: Path | None = typer.Option(None, "--gallery",
                                         help="face: folder of known people (one sub-folder or photo each)."),
     strength: str | None = typer.Option(None, "--strength",
@@ -85,19 +89,15 @@ def protect(
     """Protect photos: write perturbed copies to OUTPUT with report.json (success re-checked from the files).
 
     Ctrl-C stops after saying how many photos are finished and the command that resumes the run."""
-    if task not in ("classify", "face"):
-        fail(f"--task must be classify or face, got {task!r}")
-    if task == "face":
-        given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
-                 "--background": background, "--research": research or None}
-        bad = [k for k, v in given.items() if v is not None]
-        if bad:
-            fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task face "
-                 "(face protection uses MTCNN and dlib's recogniser)")
-    elif gallery is not None:
-        fail("--gallery is for --task face")
-    if engine not in ("local", "ray") or workers < 1:
-        fail(f"--engine must be local or ray and --workers >= 1, got {engine!r} and {workers}")
+    if task not in TASK_OPTIONS:
+        fail(f"--task must be {', '.join(TASK_OPTIONS)}, got {task!r}")
+    given = {"--model": model, "--weights": weights, "--strength": strength, "--jnd": jnd, "--upload": upload,
+             "--background": background, "--research": research or None, "--gallery": gallery,
+             "--robust": None if robust == "none" else robust}
+    bad = [k for k, v in given.items() if v is not None and k not in TASK_OPTIONS[task]]
+    if bad:
+        fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task {task} "
+             f"(it takes {', '.join(sorted(TASK_OPTIONS[task])) or 'none of them'})")
     records: list[Record] = []
     total = [0]
     try:
@@ -111,10 +111,16 @@ def protect(
                     import_ray()
                 except JndkitError as e:  # escaped: fail() reads rich markup, which would eat "[ray]"
                     fail(escape(str(e)))
-            runner = (_face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed, fmt,
-                                 quality, robust, kappa) if task == "face" else
-                      _classify_task(model, weights, method, preset, goal, strength, jnd, upload, research, kappa,
-                                     max_iter, fmt, quality, robust, seed, background))
+            if task == "face":
+                runner = _face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed,
+                                    fmt, quality, robust, kappa)
+            elif task == "detect":
+                runner = _detect_task(goal, method, preset, strength, upload, kappa, max_iter, fmt, quality, seed)
+            elif task == "text":
+                runner = _text_task(goal, method, preset, strength, upload, fmt, quality, seed)
+            else:
+                runner = _classify_task(model, weights, method, preset, goal, strength, jnd, upload, research, kappa,
+                                        max_iter, fmt, quality, robust, seed, background)
         except JndkitError as e:
             fail(str(e))
         _run(runner, paths, output, resume, as_json, records, total, engine, workers)
@@ -138,7 +144,58 @@ def protect(
 
         out.print_json(dumps(report))
     err.print(summary_line(summary, runner.name) + f"; report: {Path(output) / 'report.json'}", highlight=False)
-    raise typer.Exit(1 if summary["failed"] + summary["errors"] + summary.get("no_face", 0) else 0)
+    nothing = sum(v for k, v in summary.items() if k.startswith("no_") and isinstance(v, int))
+    raise typer.Exit(1 if summary["failed"] + summary["errors"] + nothing else 0)
+
+
+NOTHING = {"no_face": "without a face", "no_detection": "without a detection of the goal's class",
+           "no_text": "without text"}
+"""How the summary line names the photos a task found nothing to protect in."""
+
+TASK_OPTIONS: dict[str, set[str]] = {
+    "classify": {"--model", "--weights", "--strength", "--jnd", "--upload", "--background", "--research", "--robust"},
+    "face": {"--gallery", "--robust"},
+    "detect": {"--strength", "--upload"},
+    "text": {"--strength", "--upload"},
+}
+"""The task-specific options each task takes (an option given to a task that ignores it is an error)."""
+
+
+def _detect_task(goal: str | None, method: str | None, preset: str | None, strength: str | None,
+                 upload: str | None, kappa: float | None, max_iter: int | None, fmt: str, quality: int,
+                 seed: int) -> Task:
+    """Options -> :class:`~jndkit.detect.protect.DetectConfig` -> the detect task (SSD-MobileNetV2, COCO)."""
+    from ..detect.protect import DetectConfig
+    from ..detect.task import DetectTask
+
+    changes: dict[str, Any] = {k: v for k, v in {"goal": goal, "method": method, "upload": upload,
+                                                 "kappa": kappa}.items() if v is not None}
+    config = DetectConfig(preset=preset, strength=strength, max_iter=max_iter, format=fmt, quality=quality, seed=seed,
+                          **changes)
+    config.validate()
+    return DetectTask.from_config(config)
+
+
+def _text_task(goal: str | None, method: str | None, preset: str | None, strength: str | None,
+               upload: str | None, fmt: str, quality: int, seed: int) -> Task:
+    """Options -> the text task (easyocr's CRAFT + English recogniser; :class:`~jndkit.text.task.TextTask`)."""
+    from ..attacks.transfer import STRENGTHS
+    from ..text.task import TextTask
+    from ..transforms import get_suite
+
+    params: dict[str, float] = {}
+    if strength is not None:
+        try:
+            params["strength"] = STRENGTHS[strength] if strength in STRENGTHS else float(strength)
+        except ValueError:
+            raise InputError(f"strength must be {', '.join(STRENGTHS)} or a number, got {strength!r}") from None
+    if upload is not None:
+        get_suite(upload)
+    if fmt not in ("png", "jpg", "webp", "same"):
+        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
+    changes: dict[str, Any] = {k: v for k, v in {"goal": goal, "method": method, "suite": upload}.items()
+                               if v is not None}
+    return TextTask(preset=preset, params=params, seed=seed, fmt=fmt, quality=quality, **changes)
 
 
 def summary_line(summary: dict[str, Any], task: str) -> str:
@@ -147,7 +204,8 @@ def summary_line(summary: dict[str, Any], task: str) -> str:
     if task == "face":
         line += f", {summary['faces_protected']}/{summary['faces']} faces"
     line += ((f", {summary['failed']} not protected (nothing written)" if summary["failed"] else "")
-             + (f", {summary['no_face']} without a face" if summary.get("no_face") else "")
+             + "".join(f", {v} {NOTHING.get(k, k.replace('_', ' '))}" for k, v in summary.items()
+                       if k.startswith("no_") and isinstance(v, int) and v)
              + (f", {summary['errors']} errors" if summary["errors"] else "")
              + (f", {summary['skipped']} skipped" if summary["skipped"] else ""))
     if summary["mean_psnr"]:

@@ -41,6 +41,19 @@ class DetectRecord(Record):
             return ["detector: no box"]
         return ["detector: " + ", ".join(f"{b['name']} {b['score']:.2f}" for b in boxes)]
 
+    def draw(self, image: Any, which: str) -> Any:
+        """The picture with the detector's boxes (clean photo / written file) drawn on it."""
+        import numpy as np
+        import torch
+
+        from .draw import draw_boxes
+
+        boxes = self.boxes_before if which == "original" else self.boxes_after
+        if not boxes:
+            return image
+        pic = np.asarray(draw_boxes(image, boxes), dtype=np.float32) / 255.0
+        return torch.from_numpy(pic).permute(2, 0, 1).contiguous()
+
 
 @dataclass
 class DetectTask:
@@ -78,7 +91,7 @@ class DetectTask:
         x = image.rgb
         why = p.nothing_to_protect(x)
         if why is not None:
-            return Attempt(None, status="no-detection", reason=f"{image.path}: {why}; nothing written")
+            return Attempt(None, status="no-detection", reason=f"{why}; nothing written")
         res = p.protect_tensor(x, dst.suffix.lstrip(".").lower(), progress)
         record.success_engine = bool(res.success[0])
         record.iterations, record.tries = int(res.iterations[0]), int(res.tries[0])

@@ -93,6 +93,11 @@ class Record:
         """Lines the report page shows under the ``original`` or ``protected`` picture (task-specific)."""
         return []
 
+    def draw(self, image: Any, which: str) -> Any:
+        """The ``original`` or ``protected`` picture ``[3,H,W]`` as the report page shows it (a task may
+        draw on it, e.g. the detector's boxes); the default shows it as it is."""
+        return image
+
     @property
     def done(self) -> bool:
         """Attempted (protected, failed, or nothing to protect) rather than skipped or in error."""

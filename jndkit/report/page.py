@@ -107,8 +107,8 @@ def write_html_report(out_dir: Path, records: Sequence[Record], record_type: typ
             rows.append(f"<tr><td>{name}</td><td colspan=4 class=err>{html.escape(str(e))}</td></tr>")
             continue
         stem = f"{i:04d}"
-        a = _write(_thumb(orig), assets / f"{stem}_original.png")
-        b = _write(_thumb(adv), assets / f"{stem}_protected.png")
+        a = _write(_thumb(r.draw(orig, "original")), assets / f"{stem}_original.png")
+        b = _write(_thumb(r.draw(adv, "protected")), assets / f"{stem}_protected.png")
         c = _write(_diff_image(orig, adv), assets / f"{stem}_difference.png")
 
         def top(rec: Record, which: str) -> str:

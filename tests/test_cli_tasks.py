@@ -1,0 +1,65 @@
+"""``jndkit protect --task detect|text`` go through the same pipeline, record line, report.json and
+report page as classify and face; options a task does not take are errors naming both."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from jndkit.cli import app
+from jndkit.samples import sample_array
+
+runner = CliRunner()
+
+
+def _photo(path, name, size):
+    Image.fromarray(sample_array(name)).resize(size, Image.LANCZOS).save(path)
+    return path
+
+
+@pytest.mark.parametrize("task,opt", [("detect", ["--gallery", "x"]), ("detect", ["--model", "mobilenet_v2"]),
+                                      ("text", ["--jnd", "chou"]), ("face", ["--upload", "none"])])
+def test_options_a_task_does_not_take_are_errors(tmp_path, task, opt):
+    src = _photo(tmp_path / "a.png", "coffee", (64, 48))
+    r = runner.invoke(app, ["protect", "--task", task, str(src), "-o", str(tmp_path / "o"), *opt])
+    assert r.exit_code == 2 and opt[0] in r.output and f"--task {task}" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_detect_hides_the_person_and_the_report_draws_the_boxes(tmp_path):
+    src = _photo(tmp_path / "astronaut.png", "astronaut", (320, 320))
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["protect", "--task", "detect", str(src), "-o", str(out), "--upload", "none"])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "report.json").read_text())
+    assert data["task"] == "detect" and data["config"]["goal"] == "vanish"
+    (item,) = data["images"]
+    assert item["status"] == "protected" and item["output"] == str(out / "astronaut.png")
+    assert any(b["name"] == "person" and b["score"] > 0.5 for b in item["boxes_before"])
+    assert not any(b["name"] == "person" for b in item["boxes_after"])  # judged on the written file
+    from jndkit.detect import load_ssd
+    from jndkit.images import load_image
+
+    again = load_ssd().detect(load_image(out / "astronaut.png").rgb[None])[0]  # a fresh detector, from the file
+    assert not any(d.name == "person" for d in again)
+    page = (tmp_path / "out.report" / "report.html").read_text()
+    assert "detector: person" in page
+    drawn = np.asarray(Image.open(tmp_path / "out.report" / "assets" / "0000_original.png")).astype(int)
+    plain = np.asarray(Image.open(src).resize(drawn.shape[1::-1])).astype(int)
+    assert np.abs(drawn - plain).max() > 100  # the box outline is drawn on the original
+
+
+def test_text_task_on_a_photo_without_text_writes_nothing(tmp_path):
+    src = tmp_path / "grey.png"
+    Image.fromarray(np.full((60, 80, 3), 128, np.uint8)).save(src)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["protect", "--task", "text", str(src), "-o", str(out)])
+    assert r.exit_code == 1, r.output
+    (item,) = json.loads((out / "report.json").read_text())["images"]
+    assert item["status"] == "no-text" and item["output"] is None
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+    assert "1 without text" in r.output
