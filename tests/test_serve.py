@@ -325,3 +325,41 @@ def test_bind_gives_a_listening_socket() -> None:
             pass
     finally:
         sock.close()
+
+
+def test_stopping_ends_the_photo_in_hand_at_its_next_iteration(tmp_path: Path) -> None:
+    """close() makes the engine's progress callback raise, joins the worker and deletes the folder;
+    a slow attack (here an engine that would iterate for a minute) does not hold the server up."""
+    import time
+
+    from jndkit.serve.jobs import Cancelled, Session
+
+    seen: list[BaseException] = []
+
+    class SlowEngine:
+        def protect_file(self, src, out_dir, progress, dst=None):  # type: ignore[no-untyped-def]
+            try:
+                for i in range(6000):
+                    progress(i, 6000, {})
+                    time.sleep(0.01)
+            except BaseException as e:
+                seen.append(e)
+                raise
+            raise AssertionError("not cancelled")
+
+    session = Session(tmp_parent=str(tmp_path))
+    session._engines[("photo", "strong")] = SlowEngine()
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(buf, "PNG")
+    job = session.add("slow.png", buf.getvalue(), "photo", "strong")
+    for _ in range(500):
+        if job.step > 3:
+            break
+        time.sleep(0.01)
+    assert job.status == "running" and job.step > 3
+    t0 = time.monotonic()
+    session.close()
+    assert time.monotonic() - t0 < 5
+    assert len(seen) == 1 and isinstance(seen[0], Cancelled)
+    assert job.status == "error" and job.error == "slow.png: the server stopped"
+    assert not session.root.exists()

@@ -82,6 +82,8 @@ def serve(
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C before uvicorn had installed its own handler: the same stop
+        pass
     finally:
         app.state.session.close()
         sock.close()

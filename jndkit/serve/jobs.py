@@ -38,7 +38,13 @@ DONE = ("protected", "failed", "no-face", "error")
 """Final states of a job; ``queued`` and ``running`` come before."""
 DIFF_MAX_SIDE = 2048
 """The amplified difference is shown at full size up to this side, max-pooled above it."""
+STOP_WAIT_S = 15.0
+"""How long stopping the server waits for the photo in hand to reach its next iteration."""
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+class Cancelled(Exception):  # noqa: N818 -- what happened, not an error of the photo
+    """Raised in the engine's progress callback when the server stops, to end the attack in hand."""
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f<>:\"|?*]")
 
@@ -280,11 +286,15 @@ class Session:
         t0 = time.perf_counter()
 
         def progress(step: int, limit: int, info: dict[str, Any]) -> None:
+            if self.closed:  # the server is stopping: leave the attack at this iteration
+                raise Cancelled(f"{job.name}: the server stopped")
             job.step, job.limit = int(step), int(limit)
 
         try:
             res = protect_one(job.task, job.strength, job.src, job.folder / "out", progress, engines=self._engines,
                               overrides=self.overrides.get(job.task), display=job.name, lock=self._build_lock)
+        except Cancelled as e:
+            res = {"status": "error", "error": str(e), "record": None}
         except Exception as e:  # noqa: BLE001 -- a worker must report, never die silently (the page polls it)
             res = {"status": "error", "error": f"{job.name}: {type(e).__name__}: {e}", "record": None}
         job.record, job.error = res.get("record"), res.get("error")
@@ -298,6 +308,12 @@ class Session:
         self.closed = True
         for _ in self._workers:
             self._queue.put(None)
+        # the photo in hand stops at its next iteration (Cancelled); joining keeps torch from being torn
+        # down under a running worker at exit (a C++ abort), without waiting long for a slow step
+        deadline = time.monotonic() + STOP_WAIT_S
+        for t in self._workers:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
         for job in self.list():
             job.done.set()
         shutil.rmtree(self.root, ignore_errors=True)
