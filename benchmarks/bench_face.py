@@ -320,7 +320,110 @@ def write(rows: list[dict[str, Any]], t_start: float, path: str, settings: dict[
     tmp.replace(path)
 
 
+# ----------------------------------------------------------------------------------------
+# Leave-one-out transfer through the upload suite (issue 14): `--world`
+
+WORLD_CONFIGS = {"dlib": ("dlib", "facenet_casia"), "facenet_casia": ("facenet_casia", "dlib"),
+                 "panel": ("dlib,facenet_casia", None)}
+"""config -> (attacked recognisers, held-out judge; the panel is judged by both, dlib by dlib-bin)."""
+
+
+def world(argv: list[str]) -> int:
+    """``bench_face.py --world [--configs dlib,facenet_casia,panel] [--samples ...] [--strengths 0.75,1.0]
+    [--steps 40] [--out benchmarks/results/face_world.jsonl] [--budget S]``: one JSON line per
+    (config, sample), appended; rows already in ``--out`` are skipped (resume)."""
+    ap = argparse.ArgumentParser(prog="bench_face.py --world")
+    ap.add_argument("--configs", default="dlib,facenet_casia,panel")
+    ap.add_argument("--samples", default="obama,obama2,obama3,biden,obama-flip,obama2-flip,obama3-flip,biden-flip,"
+                    "obama-crop,obama2-crop,obama3-crop,biden-crop")
+    ap.add_argument("--strengths", default="0.75,1.0")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "face_world.jsonl"))
+    ap.add_argument("--budget", type=float, default=1e9)
+    args = ap.parse_args(argv)
+
+    import dlib
+
+    from jndkit.face.dlib_net import find_dlib_face_model
+    from jndkit.face.panel import protect_faces, verify_faces
+    from jndkit.face.victim import _default_detector
+    from jndkit.images import load_image
+    from jndkit.transforms import get_suite
+
+    det = _default_detector()
+    photos = {n: load_image(ROOT / "tests" / "data" / "face_photos" / f"{n}.jpg").rgb
+              for n in ("obama", "obama2", "obama3", "biden")}
+    samples: dict[str, torch.Tensor] = {}
+    for n, x in photos.items():
+        samples[n], samples[n + "-flip"] = x, x.flip(-1).contiguous()
+        b = det.detect(x, min_prob=0.9)[0].box
+        g = 0.6 * max(b[2] - b[0], b[3] - b[1])
+        h, w = x.shape[-2:]
+        samples[n + "-crop"] = x[:, max(0, int(b[1] - g)):min(h, int(b[3] + g)),
+                                 max(0, int(b[0] - g)):min(w, int(b[2] + g))].contiguous()
+    folder = find_dlib_face_model().parent
+    hog = dlib.get_frontal_face_detector()
+    sp = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
+    rec = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+
+    def dlib_desc(x: torch.Tensor) -> np.ndarray | None:
+        img = np.ascontiguousarray(torch.round(x * 255).to(torch.uint8).permute(1, 2, 0).numpy())
+        dets = hog(img, 1)
+        return None if not dets else np.array(rec.compute_face_descriptor(img, sp(img, max(dets, key=lambda d: d.area()))))
+
+    def dlib_bin(saved: torch.Tensor, clean: torch.Tensor, transforms: list[Any]) -> dict[str, float | None]:
+        """dlib-bin's distance per transform (None: no face found, which counts as dodged)."""
+        ref = dlib_desc(clean)
+        out: dict[str, float | None] = {}
+        for t in transforms:
+            d = dlib_desc(saved if t is None else t.apply(saved))
+            out["saved" if t is None else t.name] = None if d is None or ref is None else round(float(np.linalg.norm(d - ref)), 4)
+        return out
+
+    out_path = Path(args.out)
+    done = set()
+    if out_path.exists():
+        done = {(r["config"], r["sample"]) for r in map(json.loads, out_path.read_text().splitlines()) if r}
+    strengths = tuple(float(v) for v in args.strengths.split(","))
+    t_start = time.perf_counter()
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "dlib": dlib.__version__}
+    for n in [v for v in args.samples.split(",") if v]:
+        for cfg in [c for c in args.configs.split(",") if c]:
+            if (cfg, n) in done:
+                continue
+            if time.perf_counter() - t_start > args.budget:
+                print(f"budget spent; stopped before {cfg} {n}", flush=True)
+                return 0
+            attacked, judge = WORLD_CONFIGS[cfg]
+            x = samples[n]
+            p = protect_faces(x, attacked, strengths=strengths, steps=args.steps, suite="social", detector=det)
+            suite = list(get_suite("social").for_size(*x.shape[-2:]))
+            row: dict[str, Any] = {"config": cfg, "sample": n, "attacked": attacked, "strength": p.strength,
+                                   "attacked_protected_all_uploads": p.success, "engine": p.engine_success,
+                                   "seconds": round(p.seconds, 1), "quality": p.quality[:1], "steps": args.steps,
+                                   "strengths": list(strengths)}
+            if judge in (None, "facenet_casia"):
+                chk = verify_faces(p.image, x, "facenet_casia", "social", detector=det, clean_faces=p.faces[:1])
+                row["facenet_casia"] = {c["transform"]: c["distance"] for c in chk[0]["checks"]} if chk else {}
+            if judge in (None, "dlib"):
+                row["dlib_bin"] = dlib_bin(p.image, x, [None, *suite])
+            for key, thr in (("facenet_casia", 1.02), ("dlib_bin", 0.6)):
+                if key in row:
+                    d = row[key]
+                    row[key + "_dodged_x0.75+jpeg85"] = d.get("x0.75+jpeg85") is None or d["x0.75+jpeg85"] >= thr
+                    row[key + "_dodged_all"] = all(v is None or v >= thr for v in d.values())
+            row.update({"versions": versions, "nproc": os.cpu_count(), "cpu": cpu_model(),
+                        "load_average": [round(v, 2) for v in os.getloadavg()]})
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            with out_path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in row if k not in ("versions", "cpu")}), flush=True)
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--world":
+        raise SystemExit(world(sys.argv[2:]))
     if len(sys.argv) >= 3 and sys.argv[1] == "--table":
         print(table(*sys.argv[2:]))
         raise SystemExit(0)
