@@ -184,5 +184,20 @@ def test_page_protects_and_downloads(server: tuple[str, Any], tmp_path: Path, mo
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             assert sorted(zf.namelist()) == ["chelsea.png", "coffee.png"]
             assert zf.read("chelsea.png") == got.read_bytes()
+
+        # a folder: only its images outside hidden folders are sent, each under its folder-relative name
+        album = tmp_path / "album"
+        (album / "day1").mkdir(parents=True)
+        (album / ".cache").mkdir()
+        (album / "day1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+        (album / ".cache" / "thumb.jpg").write_bytes(BAD)
+        (album / "readme.txt").write_text("not a photo")
+        page.set_input_files("#folder", str(album))
+        folder_card = _card(page, "album/day1/broken.png")
+        expect(folder_card).to_have_attribute("data-status", "error", timeout=60_000)
+        with pytest.raises(ImageError) as broken:
+            load_image(album / "day1" / "broken.png")
+        expect(folder_card.locator(".message")).to_have_text(f"album/day1/broken.png: {broken.value.reason}")
+        assert page.locator(".card").count() == 4  # readme.txt and .cache/thumb.jpg were not sent
         assert errors == []
         browser.close()
