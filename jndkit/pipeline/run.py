@@ -27,7 +27,7 @@ from .files import _link_into_place, check_report_path, plan_outputs, prepare_ru
 from .record import Record, summarise
 from .task import ProgressFn, Task
 
-__all__ = ["measure", "protect_one", "report_dict", "run_paths"]
+__all__ = ["Stream", "measure", "one_by_one", "protect_one", "report_dict", "run_paths"]
 
 QUALITY_METRICS = ("psnr", "ssim", "l2", "linf", "l0", "ciede2000_mean", "ciede2000_max")
 
@@ -137,6 +137,17 @@ def read_records(task: Task, report_path: Path) -> dict[str, Record]:
         return {}
 
 
+Stream = Callable[[Task, list[tuple[Path, Path]], "ProgressFn | None"], Iterator[Record]]
+"""Protects the planned ``(input, output)`` pairs and yields their records in the same order (lazily:
+:func:`run_paths` asks for the next record right after saying which photo is next)."""
+
+
+def one_by_one(task: Task, todo: list[tuple[Path, Path]], progress: ProgressFn | None) -> Iterator[Record]:
+    """The default :data:`Stream`: :func:`protect_one` for each pair in turn, in this process."""
+    for src, dst in todo:
+        yield protect_one(task, src, dst, progress)
+
+
 def run_paths(
     task: Task,
     paths: Sequence[str | os.PathLike[str]],
@@ -145,7 +156,7 @@ def run_paths(
     resume: bool = False,
     on_start: Callable[[Path, int, int], None] | None = None,
     progress: ProgressFn | None = None,
-    protect: Callable[[Task, Path, Path, ProgressFn | None], Record] | None = None,
+    stream: Stream | None = None,
 ) -> Iterator[Record]:
     """Protect files and folders into ``out_dir`` with ``task``, yielding one record per photo.
 
@@ -153,8 +164,9 @@ def run_paths(
     ``OUT/trip/a.png``). ``report.json`` in ``out_dir`` is rewritten after every photo, so a crash
     loses at most the photo in hand; it is the truth of the folder: a photo whose verified output
     is there keeps its record (also when ``resume`` skips it), a photo that failed has no output.
-    With ``resume``, photos whose output exists are skipped; failures are tried again.
-    ``protect`` is the per-photo step (default :func:`protect_one`; a distributed runner passes its own).
+    With ``resume``, photos whose output exists are skipped (decided once, before any work, so an
+    output written during the run never reads as done); failures are tried again. ``stream`` does
+    the photos to be done (default :func:`one_by_one`; :mod:`jndkit.distributed` passes Ray workers).
 
     Raises:
         OutputError: ``out_dir`` cannot be created or written, or holds a ``report.json`` that
@@ -169,18 +181,23 @@ def run_paths(
     ok = getattr(task, "done_status", "protected")
     merged: dict[str, Record] = {k: r for k, r in read_records(task, report_path).items()
                                  if r.status == ok and r.output and Path(r.output).exists()}
+    skip = {str(src) for src, dst in plan if resume and dst.exists()}
+    todo = [(src, dst) for src, dst in plan if str(src) not in skip]
+    results = (stream or one_by_one)(task, todo, progress)
     for i, (src, dst) in enumerate(plan):
         if on_start is not None:
             on_start(src, i, len(plan))
         old = merged.get(str(src))
-        if resume and dst.exists():
+        if str(src) in skip:
             rec = task.new_record(src)
             rec.task, rec.output, rec.status, rec.error = task.name, str(dst), "skipped", "output exists (resume)"
             if old is None:
                 merged[str(src)] = rec
             yield rec
             continue
-        rec = (protect or protect_one)(task, src, dst, progress)
+        rec = next(results)
+        if rec.input != str(src):
+            raise RuntimeError(f"the photo stream returned {rec.input} where {src} was expected")
         refused = rec.status == "error" and dst.exists()
         if not (refused and old is not None):
             merged[str(src)] = rec
