@@ -337,7 +337,7 @@ def world(argv: list[str]) -> int:
     ap.add_argument("--samples", default="obama,obama2,obama3,biden,obama-flip,obama2-flip,obama3-flip,biden-flip,"
                     "obama-crop,obama2-crop,obama3-crop,biden-crop")
     ap.add_argument("--strengths", default="0.75,1.0")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "face_world.jsonl"))
     ap.add_argument("--budget", type=float, default=1e9)
     args = ap.parse_args(argv)

@@ -134,6 +134,8 @@ def test_panel_victim_shapes_and_resize(obama) -> None:  # type: ignore[no-untyp
         assert float((out2[0, 0, :128] - out[0, 0, :128]).norm()) < 0.15
         assert float((out2[0, 0, 128:] - out[0, 0, 128:]).norm()) < 0.3
     assert len(v[[0]]) == 1
+    empty = v[[]]  # the engine takes an empty sub-batch once every sample is done
+    assert len(empty) == 0 and empty(x[None][:0]).shape == (0, 0, 640)
 
 
 def test_verify_faces_clean_and_no_face(obama) -> None:  # type: ignore[no-untyped-def]

@@ -41,7 +41,7 @@ class FacePanelTask:
     recognisers: str | None = None
     goal: str = "dodge"
     strengths: tuple[float, ...] = PANEL_STRENGTHS
-    steps: int = 40
+    steps: int = 60
     suite: str = "social"
     alignments: int = DEFAULT_ALIGNMENTS
     min_prob: float = 0.9
