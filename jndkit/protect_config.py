@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .attacks import get_method
-from .attacks.transfer import STRENGTHS
+from .attacks.transfer import strength_ladder
 from .errors import InputError
 from .goals import DEFAULT_KAPPA, Goal, parse_goal
 from .images import decode_bytes, encode_image
@@ -81,18 +81,7 @@ class ProtectConfig:
         ``subtle``; a named strength or a number is tried alone."""
         if not self.protective:
             return []
-        spec = self.strength or DEFAULT_STRENGTH
-        if spec == "auto":
-            return [STRENGTHS[n] for n in AUTO_STRENGTHS]
-        if spec in STRENGTHS:
-            return [STRENGTHS[spec]]
-        try:
-            v = float(spec)
-        except ValueError:
-            raise InputError(f"strength must be auto, {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
-        if not 0 < v <= 10:
-            raise InputError(f"strength must be in (0, 10] times the JND, got {spec!r}")
-        return [v]
+        return strength_ladder(self.strength or DEFAULT_STRENGTH, AUTO_STRENGTHS)
 
     def strength_value(self) -> float | None:
         """The first budget tried (``None`` for research methods)."""

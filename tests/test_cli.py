@@ -167,9 +167,9 @@ def test_face_task_reports_photos_without_a_face(tmp_path):
 def test_task_and_gallery_options_are_checked(tmp_path):
     src = _write_photo(tmp_path / "a.png")
     r = runner.invoke(app, ["protect", "--task", "faces", str(src), "-o", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "--task must be classify or face" in r.output
+    assert r.exit_code == 2 and "--task must be classify, face, detect, text, got 'faces'" in r.output
     r = runner.invoke(app, ["protect", "--gallery", str(tmp_path), str(src), "-o", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "--gallery is for --task face" in r.output
+    assert r.exit_code == 2 and "--gallery does not apply to --task classify" in r.output
 
 
 def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tmp_path, mobilenet):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,28 @@ masking (less an overlap), which lies above Chou-Li's *maximum* rule almost ever
 
 MODEL_SIZE = 224
 """TI's kernel width is given in pixels of a 224-px model input and scaled to the photo."""
+
+
+def strength_ladder(spec: str | None, auto: Sequence[str]) -> list[float]:
+    """The budgets to try for a ``--strength`` value, smallest first, as multiples of the human JND
+    map: ``auto`` (or ``None``) gives :data:`STRENGTHS` of the names in ``auto``; a name or a number in
+    (0, 10] is tried alone.
+
+    Raises:
+        InputError: not ``auto``, a name of :data:`STRENGTHS` or such a number.
+    """
+    spec = spec or "auto"
+    if spec == "auto":
+        return [STRENGTHS[n] for n in auto]
+    if spec in STRENGTHS:
+        return [STRENGTHS[spec]]
+    try:
+        v = float(spec)
+    except ValueError:
+        raise InputError(f"strength must be auto, {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
+    if not 0 < v <= 10:
+        raise InputError(f"strength must be in (0, 10] times the JND, got {spec!r}")
+    return [v]
 
 
 def _bound(extras: Mapping[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:

@@ -179,16 +179,11 @@ def _detect_task(goal: str | None, method: str | None, preset: str | None, stren
 def _text_task(goal: str | None, method: str | None, preset: str | None, strength: str | None,
                upload: str | None, fmt: str, quality: int, seed: int) -> Task:
     """Options -> the text task (easyocr's CRAFT + English recogniser; :class:`~jndkit.text.task.TextTask`)."""
-    from ..attacks.transfer import STRENGTHS
+    from ..attacks.transfer import strength_ladder
     from ..text.task import TextTask
     from ..transforms import get_suite
 
-    params: dict[str, float] = {}
-    if strength is not None:
-        try:
-            params["strength"] = STRENGTHS[strength] if strength in STRENGTHS else float(strength)
-        except ValueError:
-            raise InputError(f"strength must be {', '.join(STRENGTHS)} or a number, got {strength!r}") from None
+    params = {"strength": strength_ladder(strength, ("invisible",))[0]} if strength is not None else {}
     if upload is not None:
         get_suite(upload)
     if fmt not in ("png", "jpg", "webp", "same"):
@@ -237,18 +232,10 @@ def _classify_task(model: str | None, weights: Path | None, method: str | None, 
 def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str, preset: str | None,
                max_iter: int | None, seed: int, fmt: str, quality: int, robust: str, kappa: float | None) -> Task:
     """Options -> the face task (:class:`~jndkit.face.task.FaceTask`); settings checked before the models load."""
-    from ..face.protect import FaceProtector, parse_face_goal
+    from ..face.protect import FaceProtector, check_face_run
     from ..face.task import FaceTask
-    from ..pipeline import prepare_run
-    from ..protect_config import parse_robust
 
-    if fmt not in ("png", "jpg", "webp", "same"):
-        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
-    if not 1 <= int(quality) <= 100:
-        raise InputError(f"quality must be in 1..100, got {quality}")
-    parse_robust(robust)
-    parse_face_goal(goal)
-    prepare_run(list(paths), output)
+    check_face_run(list(paths), output, goal, fmt, quality, robust)
     return FaceTask(FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa), fmt, quality, robust)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..attacks import AttackResult, Method, get_method, run_attack
-from ..attacks.transfer import STRENGTHS
+from ..attacks.transfer import strength_ladder
 from ..errors import InputError
 from ..goals import Goal
 from ..images import decode_bytes, encode_image, quantize
@@ -83,19 +83,7 @@ class DetectConfig:
         """The budgets to try (multiples of the human JND map), smallest first; ``[]`` for other methods."""
         if self.method != "shield":
             return []
-        spec = self.strength or "auto"
-        if spec == "auto":
-            return [STRENGTHS[n] for n in DETECT_STRENGTHS]
-        if spec in STRENGTHS:
-            return [STRENGTHS[spec]]
-        try:
-            v = float(spec)
-        except ValueError:
-            raise InputError(f"strength must be auto, {', '.join(STRENGTHS)} or a number, got {spec!r}") from None
-        if not 0 < v <= 10:
-            raise InputError(f"strength must be in (0, 10] times the JND, got {spec!r}")
-        return [v]
-
+        return strength_ladder(self.strength, DETECT_STRENGTHS)
 
 @dataclass
 class UploadCheck:

@@ -303,6 +303,23 @@ class FaceProtector:
         return rec
 
 
+def check_face_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], goal: str, fmt: str,
+                   quality: int, robust: str) -> None:
+    """The settings of a face run and its inputs and output folder, checked before the models load.
+
+    Raises:
+        InputError: a bad format, quality, robust setting or goal, or no image among ``paths``.
+        OutputError: ``out_dir`` cannot be written.
+    """
+    if fmt not in ("png", "jpg", "webp", "same"):
+        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
+    if not 1 <= int(quality) <= 100:
+        raise InputError(f"quality must be in 1..100, got {quality}")
+    parse_robust(robust)
+    parse_face_goal(goal)
+    prepare_run(paths, out_dir)
+
+
 def protect_face_paths(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -352,13 +369,7 @@ def protect_face_paths(
             gallery, or no image in ``paths`` (all checked before any photo is attacked).
         OutputError: ``out_dir`` cannot be written.
     """
-    if fmt not in ("png", "jpg", "webp", "same"):
-        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
-    if not 1 <= int(quality) <= 100:
-        raise InputError(f"quality must be in 1..100, got {quality}")
-    parse_robust(robust)
-    parse_face_goal(goal)
-    prepare_run(paths, out_dir)  # no image or an unwritable folder: said before the models load
+    check_face_run(paths, out_dir, goal, fmt, quality, robust)
     protector = protector or FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa,
                                            threshold=threshold, min_prob=min_prob, rounds=rounds)
     task = FaceTask(protector, fmt, quality, robust)
