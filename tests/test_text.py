@@ -143,3 +143,50 @@ def test_samples_are_sixteen_and_deterministic() -> None:
     b = text_samples(["card"])
     assert torch.equal(a["card"], b["card"]) and a["card"].shape == (3, 220, 380)
     assert float(np.unique(a["card"].numpy() * 255 % 1).max()) < 1e-4
+
+
+def _easyocr_score_map(x: torch.Tensor) -> torch.Tensor:
+    """CRAFT's region score map as easyocr's ``detect`` computes it (its own resize, canvas and normalisation)."""
+    from easyocr.imgproc import normalizeMeanVariance, resize_aspect_ratio
+
+    rgb = torch.round(x * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    img, ratio, _ = resize_aspect_ratio(rgb, 2560, interpolation=1, mag_ratio=1.0)
+    assert ratio == 1.0  # no resize below easyocr's canvas: the victim reads the image at its own size
+    inp = torch.from_numpy(normalizeMeanVariance(img)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        y, _ = load_reader().detector(inp)
+    return y[0, ..., 0]
+
+
+def test_craft_scores_match_easyocr_and_the_crop_keeps_them() -> None:
+    x = text_samples(["astronaut"])["astronaut"]  # 512x256 photo, text in its top-left corner
+    words = read_easyocr(x)
+    ref = _easyocr_score_map(x)
+    whole = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True, craft_context=None)
+    cropped = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True)
+    with torch.no_grad():
+        s = whole.craft_scores(x[None])[0]
+        a, b = whole(x[None])[0, :, -1, :3], cropped(x[None])[0, :, -1, :3]
+    assert s.shape == ref.shape and float((s - ref).abs().max()) < 1e-4
+    for row, w in zip(a.tolist(), words, strict=True):  # entry 0: the peak inside the (grown) box
+        x0, x1, y0, y1 = w.box
+        peak = float(ref[max(0, (y0 - 4) // 2):(y1 + 5) // 2, max(0, (x0 - 4) // 2):(x1 + 5) // 2].max())
+        assert row[0] == pytest.approx(peak, abs=1e-4) and row[0] > 0.7
+    # CRAFT on the boxes plus 48 px of context gives the same summaries as on the whole photo
+    assert float((a - b).abs().max()) < 0.02, (a, b)
+
+
+def test_detector_margin_counts_a_region_without_text_score_as_gone() -> None:
+    x = render_lines(["Kel"], size=20)
+    words = read_easyocr(x)
+    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True)
+    with torch.no_grad():
+        out = victim(x[None])
+    goal = TextGoalSpec("unreadable", kappa=0.1).goal([True]).bind(out, victim)
+    assert float(goal.margin(out)[0]) < 0  # read and detected: far from the goal
+    gone = out.clone()
+    gone[:, :, -1, 0] = 0.5  # CRAFT's peak in the box below text_threshold - kappa: no box
+    assert float(goal.margin(gone)[0]) == pytest.approx(0.2, abs=1e-6) and bool(goal.reached(gone)[0])
+    weak = out.clone()
+    weak[:, :, -1, 0] = 0.65  # below text_threshold but within kappa of it: not enough
+    assert not bool(goal.reached(weak)[0])

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..goals import Goal, register_goal
 from .ocr import cer
-from .victim import decode_greedy
+from .victim import TEXT_THRESHOLD, decode_greedy
 
 __all__ = [
     "CTC_CAP",
@@ -52,9 +52,6 @@ UNREADABLE_CER = 0.5
 DEFAULT_TEXT_KAPPA = 0.2
 """Extra CER the attack asks of the recogniser on the fixed clean boxes (so 0.7), because the
 from-scratch judge re-detects the text and reads slightly different boxes."""
-
-TEXT_THRESHOLD = 0.7
-"""easyocr's ``text_threshold``: a text component needs a CRAFT region score above it."""
 
 CTC_CAP = 30.0
 """Cap of each row's CTC negative log-likelihood in the loss (nats)."""
@@ -79,6 +76,8 @@ class Unreadable(Goal):
     labels: Any = field(default=None, repr=False)
     characters: str = field(default="", repr=False)
     detector: bool = False
+    ctc_weight: float = 1.0
+    craft_weight: float = 100.0
 
     def _bind(self, clean: torch.Tensor, victim: Any) -> None:
         if victim is None or not hasattr(victim, "groups"):
@@ -163,10 +162,13 @@ class Unreadable(Goal):
         nll = F.ctc_loss(lp, torch.tensor(targets, dtype=torch.long), frames, torch.tensor(lengths, dtype=torch.long),
                          blank=0, reduction="none", zero_infinity=True).reshape(b, r)
         tgt_rows = self.targets[self.groups].to(nll.dtype)
-        total: torch.Tensor = -(nll.clamp(max=CTC_CAP) * tgt_rows).sum(dim=1)
+        total: torch.Tensor = -self.ctc_weight * (nll.clamp(max=CTC_CAP) * tgt_rows).sum(dim=1)
         if self.detector:
-            total = total + 10.0 * (torch.relu(outputs[:, :, -1, 0] - (TEXT_THRESHOLD - 2 * self.kappa))
-                                    * tgt_rows).sum(dim=1)
+            det = outputs[:, :, -1].float()
+            # every score above low_text (the components themselves), plus the box's peak above the
+            # margin the goal asks (text_threshold - kappa)
+            craft = det[..., 1] + torch.relu(det[..., 0] - (TEXT_THRESHOLD - self.kappa))
+            total = total + self.craft_weight * (craft * tgt_rows).sum(dim=1)
         return total
 
     def describe(self) -> str:

@@ -119,7 +119,8 @@ class TextAttack:
 def attack_text(image: torch.Tensor, spec: TextGoalSpec, regions: Sequence[Region] | None = None,
                 method: str = "shield", preset: str | None = None, params: Mapping[str, float] | None = None,
                 suite: UploadSuite | str = DEFAULT_SUITE, jitter: int = 2, pad: int = 4, detector: bool = False,
-                seed: int = 0, progress: ProgressFn | None = None, reader: Any = None) -> TextAttack:
+                seed: int = 0, progress: ProgressFn | None = None, reader: Any = None,
+                ctc_weight: float = 1.0, craft_weight: float = 100.0) -> TextAttack:
     """Make the target text of ``image`` ``[3,H,W]`` (an 8-bit image in [0,1]) unreadable to easyocr.
 
     Args:
@@ -146,7 +147,8 @@ def attack_text(image: torch.Tensor, spec: TextGoalSpec, regions: Sequence[Regio
         raise InputError(f"nothing to make unreadable: {what}")
     h, w = image.shape[-2:]
     victim = TextVictim(r, [g.box for g in regs], (h, w), jitter=jitter, detector=detector)
-    goal = spec.goal([g.target for g in regs])
+    goal = dataclasses.replace(spec.goal([g.target for g in regs]), ctc_weight=float(ctc_weight),
+                               craft_weight=float(craft_weight))
     m = get_method(method, preset, **dict(params or {}))
     m = _masked(m, text_mask(regs, (h, w), pad))
     s = get_suite(suite) if isinstance(suite, str) else suite

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["MODEL_HEIGHT", "TextVictim", "decode_greedy", "jitter_boxes"]
+__all__ = ["LOW_TEXT", "MODEL_HEIGHT", "TEXT_THRESHOLD", "TextVictim", "decode_greedy", "jitter_boxes"]
 
 MODEL_HEIGHT = 64
 """Height of a crop as the English recogniser (``english_g2``) reads it."""
@@ -42,6 +42,10 @@ MODEL_HEIGHT = 64
 _GREY = (0.299, 0.587, 0.114)
 _IGNORED = -1e4
 _PAD_BLANK = 20.0  # logit of the blank on padding frames (others 0): decodes to nothing
+LOW_TEXT = 0.4
+"""easyocr's ``low_text``: CRAFT region scores above it form the text components."""
+TEXT_THRESHOLD = 0.7
+"""easyocr's ``text_threshold``: a component is a text box only if its largest region score reaches it."""
 _CRAFT_MEAN = (0.485, 0.456, 0.406)
 _CRAFT_STD = (0.229, 0.224, 0.225)
 
@@ -91,8 +95,10 @@ class TextVictim(nn.Module):
             the same boxes, scaled.
         jitter: extra boxes per region (:func:`jitter_boxes`) the victim also reads, so the attack
             holds when a re-detection draws the box a few pixels off.
-        detector: also run CRAFT on the whole input and append, per box, its largest region score
-            inside the box (about 7 s per 640x480 forward and backward on one CPU core: off by default).
+        detector: also run CRAFT (easyocr's text detector) and append, per box, a summary of its
+            region score inside the box (:meth:`_detector_row`).
+        craft_context: pixels of context around the boxes CRAFT is run on (``None``: the whole input).
+        det_pad: pixels the boxes are grown by when CRAFT's score is summarised in them.
 
     Attributes:
         groups: ``long[R]`` the region of each output row (``R`` = regions x boxes).
@@ -103,13 +109,15 @@ class TextVictim(nn.Module):
     per_sample = False
 
     def __init__(self, reader: Any, boxes: Sequence[Box], size: tuple[int, int], jitter: int = 0,
-                 detector: bool = False) -> None:
+                 detector: bool = False, craft_context: int | None = 48, det_pad: float = 4.0) -> None:
         super().__init__()
         if not boxes:
             raise InputError("a text victim needs at least one text box")
         self.recognizer = reader.recognizer
         self.craft = reader.detector if detector else None
         self.detector = bool(detector)
+        self.craft_context = craft_context
+        self.det_pad = float(det_pad)
         self.characters: str = reader.character
         self.height, self.width = int(size[0]), int(size[1])
         ignored = set(reader.character) - set(reader.lang_char)
@@ -178,7 +186,7 @@ class TextVictim(nn.Module):
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B,3,H,W]`` in [0,1] -> logits ``[B,R,T,C]`` (``+1`` frame row with ``detector``:
-        its entry 0 is CRAFT's largest region score inside the box, in [0,1])."""
+        CRAFT's region score in the box, :meth:`_detector_row`)."""
         if x.ndim != 4 or x.shape[1] != 3:  # no range check: stand-ins may overshoot [0,1] by rounding
             raise InputError(f"a text victim reads images [B,3,H,W], got {list(x.shape)}")
         grey = (x[:, 0:1] * _GREY[0] + x[:, 1:2] * _GREY[1] + x[:, 2:3] * _GREY[2])
@@ -199,16 +207,44 @@ class TextVictim(nn.Module):
             rows.append(z)
         out = torch.stack(rows, dim=1)  # [B,R,T,C]
         if self.detector:
-            score = self.craft_scores(x)
-            det = torch.zeros(out.shape[0], out.shape[1], 1, out.shape[3], device=x.device, dtype=out.dtype)
-            # the map is at half the padded input's scale: a box in input pixels, halved
-            fx, fy = x.shape[-1] / self.width / 2, x.shape[-2] / self.height / 2
-            for r, box in enumerate(self.boxes):
-                xa, xb = int(box[0] * fx), max(int(box[0] * fx) + 1, math.ceil(box[1] * fx))
-                ya, yb = int(box[2] * fy), max(int(box[2] * fy) + 1, math.ceil(box[3] * fy))
-                det[:, r, 0, 0] = score[:, ya:yb, xa:xb].flatten(1).amax(dim=1)
-            out = torch.cat([out, det], dim=2)
+            out = torch.cat([out, self._detector_row(x, out.shape[3])], dim=2)
         return out
+
+    def _detector_row(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """``[B,R,1,n]``: per box, CRAFT's region score summarised inside the box grown by
+        :attr:`det_pad` pixels: entry 0 its maximum, entry 1 the mean of ``relu(score - LOW_TEXT)``,
+        entry 2 the mean of ``relu(score - TEXT_THRESHOLD)`` (the rest 0).
+
+        CRAFT runs on the part of the input that holds every box plus :attr:`craft_context` pixels
+        of context (its receptive field matters only that far; measured in docs/text.md), padded
+        with black to a multiple of 32 as easyocr pads its canvas, so a small text box on a large
+        photo costs what its surroundings cost."""
+        b = x.shape[0]
+        h, w = x.shape[-2:]
+        sx, sy = w / self.width, h / self.height
+        c = self.craft_context
+        xs = [v * sx for bx in self.boxes for v in bx[:2]]
+        ys = [v * sy for bx in self.boxes for v in bx[2:]]
+        if c is None:
+            ox, oy, ex, ey = 0, 0, w, h
+        else:  # even offsets: the map (half the input's scale) stays on easyocr's grid
+            ox = max(0, int(min(xs) - c * sx)) // 2 * 2
+            oy = max(0, int(min(ys) - c * sy)) // 2 * 2
+            ex, ey = min(w, math.ceil(max(xs) + c * sx)), min(h, math.ceil(max(ys) + c * sy))
+        score = self.craft_scores(x[..., oy:ey, ox:ex])
+        det = torch.zeros(b, len(self.boxes), 1, n, device=x.device, dtype=x.dtype)
+        p = self.det_pad
+        for r, box in enumerate(self.boxes):
+            # the map is at half the padded input's scale: a box in input pixels, halved
+            xa = max(0, int(((box[0] - p) * sx - ox) / 2))
+            xb = max(xa + 1, math.ceil(((box[1] + p) * sx - ox) / 2))
+            ya = max(0, int(((box[2] - p) * sy - oy) / 2))
+            yb = max(ya + 1, math.ceil(((box[3] + p) * sy - oy) / 2))
+            s = score[:, ya:yb, xa:xb].flatten(1)
+            det[:, r, 0, 0] = s.amax(dim=1)
+            det[:, r, 0, 1] = torch.relu(s - LOW_TEXT).mean(dim=1)
+            det[:, r, 0, 2] = torch.relu(s - TEXT_THRESHOLD).mean(dim=1)
+        return det
 
     def logits(self, outputs: torch.Tensor) -> torch.Tensor:
         """The recogniser's frames ``[B,R,T,C]`` of :meth:`forward`'s outputs (the detector row dropped)."""
