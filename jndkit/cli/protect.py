@@ -98,6 +98,8 @@ def protect(
     if bad:
         fail(f"{', '.join(bad)} do{'es' if len(bad) == 1 else ''} not apply to --task {task} "
              f"(it takes {', '.join(sorted(TASK_OPTIONS[task])) or 'none of them'})")
+    if engine not in ("local", "ray") or workers < 1:
+        fail(f"--engine must be local or ray and --workers >= 1, got {engine!r} and {workers}")
     records: list[Record] = []
     total = [0]
     try:
