@@ -320,6 +320,10 @@ def protect_paths_ray(
                 merged[str(src)] = rec
             write_json_atomic(report_dict(task, list(merged.values())), report_path)
             yield rec
+        # let Ray's iterator finish while Ray still runs (a half-read one cleans up after shutdown and fails)
+        extra = list(results)
+        if extra:
+            raise RuntimeError(f"ray returned {len(extra)} records more than the plan has")
     write_json_atomic(report_dict(task, list(merged.values())), report_path)
 
 
