@@ -421,7 +421,42 @@ def world(argv: list[str]) -> int:
     return 0
 
 
+def world_table(path: str) -> str:
+    """Markdown table of ``--world`` rows: one line per (config, sample), then totals per config."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    out = ["| attacked | sample | strength | attacked: all uploads | held-out judge | held-out d (saved / x0.75+jpeg85 / min over suite) "
+           "| held-out dodged x0.75+jpeg85 | all uploads | face PSNR | above JND | CIEDE2000 mean / max | s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q = r["quality"][0] if r["quality"] else {}
+        for key, thr in (("facenet_casia", 1.02), ("dlib_bin", 0.6)):
+            if key not in r:
+                continue
+            d = r[key]
+            vals = [v for v in d.values() if v is not None]
+            out.append(f"| {r['attacked']} | {r['sample']} | {r['strength']} | {'✓' if r['attacked_protected_all_uploads'] else '✗'} "
+                       f"| {key} (≥ {thr}) | {d.get('saved')} / {d.get('x0.75+jpeg85')} / {min(vals) if vals else None} "
+                       f"| {'✓' if r[key + '_dodged_x0.75+jpeg85'] else '✗'} | {'✓' if r[key + '_dodged_all'] else '✗'} "
+                       f"| {q.get('psnr')} | {q.get('above_jnd')} | {q.get('ciede2000_mean')} / {q.get('ciede2000_max')} | {r['seconds']} |")
+    out.append("")
+    out.append("| attacked | samples | attacked members fooled after every upload | held-out dodged after x0.75+jpeg85 | held-out dodged after every upload | mean face PSNR | mean share above JND |")
+    out.append("|---|---|---|---|---|---|---|")
+    for cfg in dict.fromkeys(r["config"] for r in rows):
+        rs = [r for r in rows if r["config"] == cfg]
+        judges = [k for k in ("facenet_casia", "dlib_bin") if k in rs[0]]
+        held = ", ".join(f"{k}: {sum(r[k + '_dodged_x0.75+jpeg85'] for r in rs)}/{len(rs)}" for k in judges)
+        held_all = ", ".join(f"{k}: {sum(r[k + '_dodged_all'] for r in rs)}/{len(rs)}" for k in judges)
+        ps = [r["quality"][0]["psnr"] for r in rs if r["quality"] and r["quality"][0]["psnr"] is not None]
+        aj = [r["quality"][0]["above_jnd"] for r in rs if r["quality"]]
+        out.append(f"| {rs[0]['attacked']} | {len(rs)} | {sum(r['attacked_protected_all_uploads'] for r in rs)}/{len(rs)} | {held} | {held_all} "
+                   f"| {sum(ps) / len(ps):.2f} | {100 * sum(aj) / len(aj):.2f} % |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--world-table":
+        print(world_table(sys.argv[2]))
+        raise SystemExit(0)
     if len(sys.argv) >= 2 and sys.argv[1] == "--world":
         raise SystemExit(world(sys.argv[2:]))
     if len(sys.argv) >= 3 and sys.argv[1] == "--table":
