@@ -51,6 +51,14 @@ def test_detect_hides_the_person_and_the_report_draws_the_boxes(tmp_path):
     drawn = np.asarray(Image.open(tmp_path / "out.report" / "assets" / "0000_original.png")).astype(int)
     plain = np.asarray(Image.open(src).resize(drawn.shape[1::-1])).astype(int)
     assert np.abs(drawn - plain).max() > 100  # the box outline is drawn on the original
+    v = runner.invoke(app, ["verify", "--task", "detect", str(src), str(out / "astronaut.png"), "--upload", "none",
+                            "--json"])
+    assert v.exit_code == 0, v.output
+    verdict = json.loads(v.stdout)
+    assert verdict["success"] is True and [c["transform"] for c in verdict["checks"]] == ["file"]
+    assert verdict["boxes_before"][0]["name"] == "person"
+    clean = runner.invoke(app, ["verify", "--task", "detect", str(src), str(src), "--upload", "none"])
+    assert clean.exit_code == 1 and "does not hold" in clean.output  # the untouched photo still shows a person
 
 
 def test_text_task_on_a_photo_without_text_writes_nothing(tmp_path):

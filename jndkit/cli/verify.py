@@ -18,9 +18,16 @@ def verify(
     model: str = typer.Option("imagenet", "--model", help="Judges: a panel (imagenet) or a comma list of models."),
     upload: str = typer.Option("social", "--upload", help="Upload suite: social | none | jpeg90 | a comma list."),
     as_json: bool = typer.Option(False, "--json", help="Print the matrix as JSON on stdout."),
+    task: str = typer.Option("classify", "--task", help="classify (default) | detect (SSD-MobileNetV2: --goal)."),
+    goal: str = typer.Option("vanish", "--goal", help="detect: vanish | vanish:CLASS | vanish-all | mislabel:CLASS."),
 ) -> None:
     """Judge PROTECTED against ORIGINAL: every model after every upload transform (top-1, top-5, confidence)."""
     from ..verify import load_judges, verify_files
+
+    if task == "detect":
+        _verify_detect(original, protected, goal, upload, as_json)
+    if task != "classify":
+        fail(f"--task must be classify or detect, got {task!r}")
 
     try:
         m = verify_files(original, protected, load_judges(model), upload)
@@ -47,3 +54,35 @@ def verify(
         err.print("green: top-1 changed and the clean class out of the top-5; yellow: top-1 changed only; "
                   "red: still recognised", highlight=False)
     raise typer.Exit(0 if all(m.holds(n) for n in m.models) else 1)
+
+
+def _verify_detect(original: Path, protected: Path, goal: str, upload: str, as_json: bool) -> None:
+    """``verify --task detect``: the detector, from scratch, on the file and after every upload transform."""
+    from ..detect.protect import DetectConfig, DetectProtector
+    from ..images import load_image
+
+    try:
+        p = DetectProtector(DetectConfig(goal=goal, upload=upload))
+        v = p.judge_tensor(load_image(original).rgb, load_image(protected).rgb)
+    except JndkitError as e:
+        fail(str(e), 1)
+    rows = [{"transform": c.transform, "reached": c.reached, "margin": round(c.margin, 4),
+             "boxes": [{"name": d.name, "score": round(d.score, 3)} for d in c.boxes]} for c in v.checks]
+    if as_json:
+        from ..jsonio import dumps
+
+        out.print_json(dumps({"goal": goal, "success": v.success, "robust_success": v.robust_success,
+                              "boxes_before": [{"name": d.name, "score": round(d.score, 3)} for d in v.boxes_before],
+                              "checks": rows}))
+    else:
+        table = Table(title=f"{protected.name}: {goal} " + ("holds" if v.success and v.robust_success is not False
+                                                            else "does not hold")
+                      + f" (clean: {', '.join(f'{d.name} {d.score:.2f}' for d in v.boxes_before) or 'no box'})")
+        for col in ("upload", "goal reached", "boxes the detector finds"):
+            table.add_column(col)
+        for r in rows:
+            colour = "green" if r["reached"] else "red"
+            table.add_row(r["transform"], f"[{colour}]{'yes' if r['reached'] else 'no'}[/{colour}]",
+                          ", ".join(f"{b['name']} {b['score']:.2f}" for b in r["boxes"]) or "none")
+        out.print(table)
+    raise typer.Exit(0 if v.success and v.robust_success is not False else 1)
