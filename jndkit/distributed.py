@@ -49,9 +49,7 @@ from .pipeline import (
     plan_outputs,
     prepare_run,
     protect_one,
-    read_records,
-    report_dict,
-    write_json_atomic,
+    run_paths,
 )
 
 __all__ = ["RAY_EXTRA", "ProtectBatch", "import_ray", "protect_dataset", "protect_paths_ray", "record_of",
@@ -289,42 +287,17 @@ def protect_paths_ray(
     """
     ray = import_ray()
     task = task if task is not None else make_task()
-    out, _ = prepare_run(paths, out_dir)
-    plan = plan_outputs(paths, out, task.fmt)
-    report_path = out / "report.json"
-    check_report_path(report_path)
-    # skips are decided once, before any worker writes (a worker's new output must not read as "done")
-    skip = {str(src) for src, dst in plan if resume and dst.exists()}
-    todo = [(src, dst) for src, dst in plan if str(src) not in skip]
-    merged: dict[str, Record] = {k: r for k, r in read_records(task, report_path).items()
-                                 if r.status == "protected" and r.output and Path(r.output).exists()}
+    out, _ = prepare_run(paths, out_dir)  # said before Ray starts (10-25 s): no image, a folder not writable,
+    plan_outputs(paths, out, task.fmt)  # two inputs with one output name, a report.json jndkit did not write
+    check_report_path(out / "report.json")
+
+    def on_ray(_task: Task, todo: list[tuple[Path, Path]], _progress: Any) -> Iterator[Record]:
+        if todo:  # the records in todo's order (preserve_order); run_paths reads this to its end
+            yield from _stream(ray, todo, make_task, workers, num_cpus, num_gpus)
+
     cpus = max(1, math.ceil(workers * num_cpus))
     with _RayOwner(ray, address, cpus):
-        results = _stream(ray, todo, make_task, workers, num_cpus, num_gpus) if todo else iter(())
-        for i, (src, dst) in enumerate(plan):
-            if on_start is not None:
-                on_start(src, i, len(plan))
-            old = merged.get(str(src))
-            if str(src) in skip:
-                rec = task.new_record(src)
-                rec.task, rec.output, rec.status, rec.error = task.name, str(dst), "skipped", "output exists (resume)"
-                if old is None:
-                    merged[str(src)] = rec
-                yield rec
-                continue
-            rec = next(results)
-            if rec.input != str(src):  # the stream keeps the plan's order (preserve_order)
-                raise RuntimeError(f"ray returned {rec.input} where {src} was expected")
-            refused = rec.status == "error" and dst.exists() and old is not None
-            if not refused:
-                merged[str(src)] = rec
-            write_json_atomic(report_dict(task, list(merged.values())), report_path)
-            yield rec
-        # let Ray's iterator finish while Ray still runs (a half-read one cleans up after shutdown and fails)
-        extra = list(results)
-        if extra:
-            raise RuntimeError(f"ray returned {len(extra)} records more than the plan has")
-    write_json_atomic(report_dict(task, list(merged.values())), report_path)
+        yield from run_paths(task, paths, out, resume=resume, on_start=on_start, stream=on_ray)
 
 
 def _stream(ray: ModuleType, todo: Iterable[tuple[Path, Path]], make_task: TaskFactory, workers: int,

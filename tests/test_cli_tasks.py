@@ -71,3 +71,14 @@ def test_text_task_on_a_photo_without_text_writes_nothing(tmp_path):
     assert item["status"] == "no-text" and item["output"] is None
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]
     assert "1 without text" in r.output
+
+
+def test_file_names_and_messages_are_printed_as_text_not_markup(tmp_path):
+    bad = tmp_path / "x[red]y.png"
+    bad.write_bytes(b"not an image")
+    r = runner.invoke(app, ["protect", str(bad), "-o", str(tmp_path / "o"), "--research"])
+    assert r.exit_code == 1
+    (line,) = [ln for ln in r.output.splitlines() if "✗" in ln]
+    assert "x[red]y.png" in line  # rich would have eaten "[red]" as a colour tag
+    r = runner.invoke(app, ["protect", str(tmp_path / "x.png"), "-o", str(tmp_path / "o2"), "--model", "no[bold]such"])
+    assert r.exit_code == 2 and "no[bold]such" in r.output  # fail() prints its message as text too

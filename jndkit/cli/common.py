@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,13 +42,13 @@ out = Console(soft_wrap=True)
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: MESSAGE`` on stderr and exit with ``code`` (2: refused before any work)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     """Print ``warning: MESSAGE`` on stderr; the command goes on."""
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
 
 def reflow(doc: str) -> str:
@@ -133,22 +134,23 @@ def interrupted(ctx: typer.Context, output: Path, records: Sequence[Record], tot
 
 def print_record(rec: Record, count: str = "") -> None:
     """One line per photo of any task (``count``: its ``[i/n]`` position, so a log shows progress)."""
-    name = Path(rec.input).name
+    name = escape(Path(rec.input).name)  # file names and messages are text, not rich markup ("x[1].png")
+    error = escape(str(rec.error))
     if rec.status == "error":
-        err.print(f"{count}[red]✗[/red] {rec.error}", highlight=False)
+        err.print(f"{count}[red]✗[/red] {error}", highlight=False)
     elif rec.status == "skipped":
         err.print(f"{count}[dim]- {name}: skipped (output exists)[/dim]", highlight=False)
     elif rec.status.startswith("no-"):
-        err.print(f"{count}[yellow]![/yellow] {name}: {rec.error or rec.status}", highlight=False)
+        err.print(f"{count}[yellow]![/yellow] {name}: {error if rec.error else rec.status}", highlight=False)
     else:
         mark = "[green]✓[/green]" if rec.status == "protected" else "[yellow]![/yellow]"
         psnr = "unchanged" if rec.psnr is None else f"{rec.psnr:.1f} dB"
-        err.print(f"{count}{mark} {name}: {_what(rec)}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
+        err.print(f"{count}{mark} {name}: {escape(_what(rec))}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
                   + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
                   + (f"budget {rec.strength:g}x JND  " if rec.strength is not None else "")
                   + f"K={rec.iterations}  {rec.seconds:.1f}s"
-                  + (f"  {rec.protection}" if rec.protection else "")
-                  + ("" if rec.status == "protected" else f"  ({rec.error})"), highlight=False)
+                  + (f"  {escape(rec.protection)}" if rec.protection else "")
+                  + ("" if rec.status == "protected" else f"  ({error})"), highlight=False)
 
 
 def _what(rec: Record) -> str:

@@ -105,14 +105,9 @@ def protect(
     try:
         try:
             if engine == "ray":  # before any model loads: say what to install
-                from rich.markup import escape
-
                 from ..distributed import import_ray
 
-                try:
-                    import_ray()
-                except JndkitError as e:  # escaped: fail() reads rich markup, which would eat "[ray]"
-                    fail(escape(str(e)))
+                import_ray()
             if task == "face":
                 runner = _face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed,
                                     fmt, quality, robust, kappa)

@@ -80,9 +80,9 @@ def _verify_detect(original: Path, protected: Path, goal: str, upload: str, as_j
                       + f" (clean: {', '.join(f'{d.name} {d.score:.2f}' for d in v.boxes_before) or 'no box'})")
         for col in ("upload", "goal reached", "boxes the detector finds"):
             table.add_column(col)
-        for r in rows:
-            colour = "green" if r["reached"] else "red"
-            table.add_row(r["transform"], f"[{colour}]{'yes' if r['reached'] else 'no'}[/{colour}]",
-                          ", ".join(f"{b['name']} {b['score']:.2f}" for b in r["boxes"]) or "none")
+        for c in v.checks:
+            colour = "green" if c.reached else "red"
+            table.add_row(c.transform, f"[{colour}]{'yes' if c.reached else 'no'}[/{colour}]",
+                          ", ".join(f"{d.name} {d.score:.2f}" for d in c.boxes) or "none")
         out.print(table)
     raise typer.Exit(0 if v.success and v.robust_success is not False else 1)

@@ -203,4 +203,7 @@ def run_paths(
             merged[str(src)] = rec
         write_json_atomic(report_dict(task, list(merged.values())), report_path)
         yield rec
+    # read the stream to its end (a distributed one cleans up then; it must hold no more records)
+    if next(results, None) is not None:
+        raise RuntimeError("the photo stream returned more records than the plan has")
     write_json_atomic(report_dict(task, list(merged.values())), report_path)
