@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +39,19 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 def side_by_side(clean: torch.Tensor, adv: torch.Tensor, box: tuple[int, int, int, int], path: Path) -> None:
-    """clean | protected | |difference| x 8 of ``box`` (grown by 6 px), as one PNG."""
+    """clean | protected of ``box`` (grown by 6 px), each zoomed 2x (nearest neighbour, so every changed
+    value shows as it is), above the |difference| x 8 of the same crop, as one PNG."""
     x0, x1, y0, y1 = box
     h, w = clean.shape[-2:]
     sl = (slice(None), slice(max(0, y0 - 6), min(h, y1 + 6)), slice(max(0, x0 - 6), min(w, x1 + 6)))
     a, b = clean[sl], adv[sl]
     d = ((b - a).abs() * 8).clamp(0, 1)
     gap = torch.ones(3, a.shape[1], 4)
-    Image.fromarray(_u8(torch.cat([a, gap, b, gap, d], dim=2))).save(path)
+    top = torch.cat([a, gap, b], dim=2)
+    bottom = torch.cat([d, torch.ones(3, a.shape[1], a.shape[2] + 4)], dim=2)
+    both = torch.cat([top, torch.ones(3, 4, top.shape[2]), bottom], dim=1)
+    both = both.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    Image.fromarray(_u8(both)).save(path)
 
 
 def main() -> None:
@@ -56,6 +62,9 @@ def main() -> None:
     ap.add_argument("--params", default="{}", help="JSON parameter overrides, e.g. '{\"strength\": 1.0}'")
     ap.add_argument("--suite", default="x0.75+jpeg85")
     ap.add_argument("--jitter", type=int, default=2)
+    ap.add_argument("--detector", type=int, default=None, help="1/0: attack CRAFT too (default: attack_text's)")
+    ap.add_argument("--ctc-weight", type=float, default=None)
+    ap.add_argument("--craft-weight", type=float, default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/text.jsonl"))
     ap.add_argument("--crops", default="", help="folder for side-by-side PNGs (docs/img)")
     ap.add_argument("--tag", default="")
@@ -78,14 +87,21 @@ def main() -> None:
         if not any(r.target for r in regions):
             row = {"image": name, "status": "no-text"}
         else:
+            kw: dict[str, Any] = {}
+            if args.detector is not None:
+                kw["detector"] = bool(args.detector)
+            if args.ctc_weight is not None:
+                kw["ctc_weight"] = args.ctc_weight
+            if args.craft_weight is not None:
+                kw["craft_weight"] = args.craft_weight
             res = attack_text(x, spec, regions=regions, method=args.method, params=params, suite=args.suite,
-                              jitter=args.jitter, reader=reader)
+                              jitter=args.jitter, reader=reader, **kw)
             secs = time.perf_counter() - t0
             v = judge_text(res.image, res.regions, suite=args.suite, clean=x, tesseract=tess, reader=reader)
             tg = [d for d in v.regions if d["target"]]
             tt = [d for d in tg if d.get("tesseract_cer") is not None]
             row = {"image": name, "status": "protected" if v.protected else "failed", "engine_success": res.success,
-                   "iterations": res.iterations, "seconds": round(secs, 2),
+                   "iterations": res.iterations, "seconds": round(secs, 2), "strength": res.strength,
                    "psnr": round(float(psnr(x[None], res.image[None])[0]), 3),
                    "above_jnd_chou": round(float(above_jnd(x[None], res.image[None], jnd_map(x[None], "chou"))[0]), 6),
                    "regions": len(tg), "unreadable_easyocr": sum(d["unreadable"] for d in tg),
@@ -104,6 +120,8 @@ def main() -> None:
         return round(sum(r[a] for r in done) / n, 4) if n else None
 
     summary = {"summary": True, "tag": args.tag, "method": args.method, "params": params, "goal": spec.spec,
+               "detector": args.detector, "ctc_weight": args.ctc_weight, "craft_weight": args.craft_weight,
+               "strength": next((r["strength"] for r in done), None),
                "suite": args.suite, "jitter": args.jitter, "images": len(done),
                "regions": sum(r["regions"] for r in done),
                "unreadable_easyocr": share("unreadable_easyocr", "regions"),

@@ -190,3 +190,18 @@ def test_detector_margin_counts_a_region_without_text_score_as_gone() -> None:
     weak = out.clone()
     weak[:, :, -1, 0] = 0.65  # below text_threshold but within kappa of it: not enough
     assert not bool(goal.reached(weak)[0])
+
+
+def test_region_reading_keeps_a_grown_box_as_read() -> None:
+    from jndkit.text import Word, region_reading
+
+    region = (12, 168, 14, 44)
+    inside = Word((10, 170, 12, 46), "Nina Weber", 0.9)
+    grown = Word((0, 400, 0, 60), "Nina Weber", 0.9)  # a detector box far larger than the text
+    elsewhere = Word((10, 232, 54, 84), "born 14.03.1987", 0.9)
+    assert region_reading([inside, elsewhere], region) == "Nina Weber"
+    assert region_reading([grown], region) == "Nina Weber"
+    assert region_reading([elsewhere], region) == ""
+    # a x0.75 upload reads the same word at 3/4 of the coordinates
+    small = Word((8, 128, 9, 35), "Nina", 0.9)
+    assert region_reading([small], region, scale=(0.75, 0.75)) == "Nina"

@@ -185,17 +185,22 @@ def read_tesseract(image: torch.Tensor | np.ndarray, psm: int = 11, min_conf: fl
 
 
 def _overlap(word: Box, region: Box) -> float:
-    """Share of ``word``'s area inside ``region``."""
+    """Share of ``word``'s area inside ``region``, or of ``region``'s area inside ``word``, the larger."""
     ix = max(0, min(word[1], region[1]) - max(word[0], region[0]))
     iy = max(0, min(word[3], region[3]) - max(word[2], region[2]))
-    area = max(1, (word[1] - word[0]) * (word[3] - word[2]))
-    return ix * iy / area
+    area_w = max(1, (word[1] - word[0]) * (word[3] - word[2]))
+    area_r = max(1, (region[1] - region[0]) * (region[3] - region[2]))
+    return ix * iy / min(area_w, area_r)
 
 
 def region_reading(words: list[Word], region: Box, scale: tuple[float, float] = (1.0, 1.0),
                    min_overlap: float = 0.5) -> str:
     """What an engine read inside ``region`` (a box of the clean photo): the words whose box lies at
-    least ``min_overlap`` inside it, left to right, joined by spaces ("" when none).
+    least ``min_overlap`` inside it, or covers at least ``min_overlap`` of it, left to right, joined by
+    spaces ("" when none).
+
+    The second rule keeps the judge honest when a perturbation makes the detector draw a much larger
+    box around the same text (a box grown past the region, read correctly, still counts as read).
 
     ``scale`` ``(sx, sy)``: size of the image read over the size of the clean photo (0.75 after a x0.75
     upload), so words of a resized upload are compared in the clean photo's pixels.

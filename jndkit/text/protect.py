@@ -120,7 +120,7 @@ def attack_text(image: torch.Tensor, spec: TextGoalSpec, regions: Sequence[Regio
                 method: str = "shield", preset: str | None = None, params: Mapping[str, float] | None = None,
                 suite: UploadSuite | str = DEFAULT_SUITE, jitter: int = 2, pad: int = 4, detector: bool = False,
                 seed: int = 0, progress: ProgressFn | None = None, reader: Any = None,
-                ctc_weight: float = 1.0, craft_weight: float = 100.0) -> TextAttack:
+                ctc_weight: float = 1.0, craft_weight: float = 100.0, jnd_model: str = "namm") -> TextAttack:
     """Make the target text of ``image`` ``[3,H,W]`` (an 8-bit image in [0,1]) unreadable to easyocr.
 
     Args:
@@ -137,6 +137,7 @@ def attack_text(image: torch.Tensor, spec: TextGoalSpec, regions: Sequence[Regio
         InputError: no region to attack (no text, or no region matching the redact pattern).
     """
     from ..attacks import get_method, run_attack
+    from ..attacks.transfer import with_jnd_model
 
     if image.ndim != 3 or image.shape[0] != 3:
         raise InputError(f"attack_text takes one image [3,H,W], got {list(image.shape)}")
@@ -150,6 +151,10 @@ def attack_text(image: torch.Tensor, spec: TextGoalSpec, regions: Sequence[Regio
     goal = dataclasses.replace(spec.goal([g.target for g in regs]), ctc_weight=float(ctc_weight),
                                craft_weight=float(craft_weight))
     m = get_method(method, preset, **dict(params or {}))
+    if jnd_model != "namm":
+        if m.prepare is None or "strength" not in m.params:
+            raise InputError(f"method {method} has no human JND budget to take from {jnd_model!r}")
+        m = with_jnd_model(m, jnd_model)
     m = _masked(m, text_mask(regs, (h, w), pad))
     s = get_suite(suite) if isinstance(suite, str) else suite
     robust = [t.apply for t in s.for_size(h, w)] or None
