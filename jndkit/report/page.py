@@ -131,6 +131,10 @@ def write_html_report(out_dir: Path, records: Sequence[Record], record_type: typ
             + (f"<tr><td></td><td colspan=3>{_matrix_html(r.matrix)}</td></tr>" if r.matrix else "")
         )
     s = summarise(records)
+    legend = ("<p>Protection matrix: green = top-1 changed and the clean class out of the top-5; amber = top-1 "
+              "changed only; red = still recognised.</p>" if any(r.matrix for r in records) else "")
+    quality = (f"; mean PSNR {s['mean_psnr']:.2f} dB, mean SSIM {s['mean_ssim']:.4f}"
+               if s["mean_psnr"] is not None and s["mean_ssim"] is not None else "")
     page = f"""<!doctype html><meta charset=utf-8><title>jndkit report</title>
 <style>body{{font-family:sans-serif;margin:2em}}td{{vertical-align:top;padding:6px;font-size:13px}}
 img{{max-width:{THUMB}px}}.ok{{color:#070}}.err{{color:#b00}}table{{border-collapse:collapse}}
@@ -138,10 +142,9 @@ tr{{border-bottom:1px solid #ddd}}.mx td,.mx th{{font-size:12px;padding:3px 6px;
 .hid{{background:#c8efc8}}.chg{{background:#f6e3a1}}.rec{{background:#f4c0c0}}</style>
 <h1>jndkit protection report</h1>
 <p>{s['protected']}/{s['images']} photos protected in {html.escape(str(out_dir))} (success re-checked by reading
-each written file back and running the models on it, after every upload transform); mean PSNR {s['mean_psnr']} dB,
-mean SSIM {s['mean_ssim']}. This page and its images live outside the output folder: they show the originals.</p>
-<p>Protection matrix: green = top-1 changed and the clean class out of the top-5; amber = top-1 changed only;
-red = still recognised.</p>
+each written file back and running the models on it, after every upload transform){quality}.
+This page and its images live outside the output folder: they show the originals.</p>
+{legend}
 <table><tr><th>photo</th><th>original</th><th>protected (judged on the saved file)</th>
 <th>amplified difference</th></tr>
 {''.join(rows)}</table>"""
