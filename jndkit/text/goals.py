@@ -16,7 +16,10 @@ A kept region is **readable** when its CER stays below that.
 * ``loss`` = minus the CTC negative log-likelihood of each target row's clean reading (capped): the
   clean text made unlikely over *every* alignment. (A per-frame hinge on the clean greedy path was
   tried first and stalled: the recogniser moves a character to a neighbouring frame and reads the
-  same text.) Plus CRAFT's score in the box with the detector.
+  same text.) With the detector row, plus ``craft_weight`` times the mean of CRAFT's region score above
+  ``low_text`` in the box and its peak above ``text_threshold - kappa`` (the detector finding no box
+  is the cheaper way to the goal when it exists; measured in docs/text.md: at the human JND budget
+  CRAFT's peaks stay near 0.95). ``ctc_weight`` scales the recogniser's term (0: detector only).
 
 :class:`TextGoalSpec` is what the registered spellings (``jndkit.goals.parse_goal(spec, task="text")``)
 give: it picks the target regions from the clean readings and builds the engine goal.

@@ -18,8 +18,10 @@ image and the resized crop to uint8, and re-reads a box whose confidence is belo
 contrast stretch (the from-scratch judge, :func:`jndkit.text.ocr.read_easyocr`, does all of it).
 
 Outputs ``[B, R, T, C]`` (regions x jittered boxes flattened into ``R``; frames padded with a sure
-blank to the longest region's ``T``), plus optionally one more frame row holding CRAFT's largest
-region score inside the box (``detector=True``, see :meth:`TextVictim.forward`).
+blank to the longest region's ``T``), plus optionally one more frame row summarising CRAFT's
+region score inside the box (``detector=True``, see :meth:`TextVictim._detector_row`): easyocr keeps a
+text component only when its largest region score reaches ``text_threshold`` (0.7), so a box whose
+peak stays below it is not detected, and its text is not read at all.
 """
 
 from __future__ import annotations
