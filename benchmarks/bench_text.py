@@ -38,6 +38,10 @@ def _u8(x: torch.Tensor) -> np.ndarray:
     return torch.round(x.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+def _finite(v: float) -> float | None:
+    return round(v, 3) if np.isfinite(v) else None
+
+
 def side_by_side(clean: torch.Tensor, adv: torch.Tensor, box: tuple[int, int, int, int], path: Path) -> None:
     """clean | protected of ``box`` (grown by 6 px), each zoomed 2x (nearest neighbour, so every changed
     value shows as it is), above the |difference| x 8 of the same crop, as one PNG."""
@@ -102,7 +106,10 @@ def main() -> None:
             tt = [d for d in tg if d.get("tesseract_cer") is not None]
             row = {"image": name, "status": "protected" if v.protected else "failed", "engine_success": res.success,
                    "iterations": res.iterations, "seconds": round(secs, 2), "strength": res.strength,
-                   "psnr": round(float(psnr(x[None], res.image[None])[0]), 3),
+                   "changed_values": int((_u8(res.image) != _u8(x)).sum()),
+                   # None: the image is unchanged (the engine keeps the best-margin image, the clean one
+                   # when no step improved the goal's margin)
+                   "psnr": _finite(float(psnr(x[None], res.image[None])[0])),
                    "above_jnd_chou": round(float(above_jnd(x[None], res.image[None], jnd_map(x[None], "chou"))[0]), 6),
                    "regions": len(tg), "unreadable_easyocr": sum(d["unreadable"] for d in tg),
                    "tesseract_regions": len(tt),
@@ -119,6 +126,7 @@ def main() -> None:
         n = sum(r[b] for r in done)
         return round(sum(r[a] for r in done) / n, 4) if n else None
 
+    changed = [r["psnr"] for r in done if r["psnr"] is not None]
     summary = {"summary": True, "tag": args.tag, "method": args.method, "params": params, "goal": spec.spec,
                "detector": args.detector, "ctc_weight": args.ctc_weight, "craft_weight": args.craft_weight,
                "strength": next((r["strength"] for r in done), None),
@@ -127,7 +135,8 @@ def main() -> None:
                "unreadable_easyocr": share("unreadable_easyocr", "regions"),
                "unreadable_tesseract": share("unreadable_tesseract", "tesseract_regions"),
                "above_jnd_chou_mean": round(float(np.mean([r["above_jnd_chou"] for r in done])), 6) if done else None,
-               "psnr_mean": round(float(np.mean([r["psnr"] for r in done])), 3) if done else None,
+               "psnr_mean": _finite(float(np.mean(changed))) if changed else None,
+               "unchanged_images": sum(r["psnr"] is None for r in done),
                "seconds_median": float(np.median([r["seconds"] for r in done])) if done else None, **env}
     print(json.dumps(summary), flush=True)
     with out.open("a") as f:
