@@ -82,3 +82,18 @@ def test_file_names_and_messages_are_printed_as_text_not_markup(tmp_path):
     assert "x[red]y.png" in line  # rich would have eaten "[red]" as a colour tag
     r = runner.invoke(app, ["protect", str(tmp_path / "x.png"), "-o", str(tmp_path / "o2"), "--model", "no[bold]such"])
     assert r.exit_code == 2 and "no[bold]such" in r.output  # fail() prints its message as text too
+
+
+def test_verify_face_judges_every_face_per_recogniser_and_upload(tmp_path):
+    from pathlib import Path
+
+    photo = Path(__file__).parent / "data" / "face_photos" / "obama.jpg"
+    r = runner.invoke(app, ["verify", "--task", "face", str(photo), str(photo), "--upload", "x0.75+jpeg85", "--json"])
+    assert r.exit_code == 1, r.output  # the untouched photo: still recognised
+    data = json.loads(r.stdout)
+    (face,) = data["faces"]
+    assert data["protected"] is False and face["protected"] is False
+    cells = {(c["recogniser"], c["transform"]): c for c in face["checks"]}
+    assert set(cells) == {(n, t) for n in ("dlib", "facenet_casia") for t in ("saved", "x0.75+jpeg85")}
+    assert cells[("dlib", "saved")]["distance"] == 0.0 and cells[("facenet_casia", "saved")]["distance"] == 0.0
+    assert 0 < cells[("dlib", "x0.75+jpeg85")]["distance"] < cells[("dlib", "x0.75+jpeg85")]["threshold"]
