@@ -205,3 +205,20 @@ def test_region_reading_keeps_a_grown_box_as_read() -> None:
     # a x0.75 upload reads the same word at 3/4 of the coordinates
     small = Word((8, 128, 9, 35), "Nina", 0.9)
     assert region_reading([small], region, scale=(0.75, 0.75)) == "Nina"
+
+
+def test_margin_tie_break_prefers_the_weaker_reading_without_deciding() -> None:
+    from jndkit.text.goals import TIE_BREAK
+
+    x = render_lines(["Kel"], size=20)
+    words = read_easyocr(x)
+    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]))
+    with torch.no_grad():
+        out = victim(x[None])
+    goal = TextGoalSpec("unreadable", kappa=0.1).goal([True]).bind(out, victim)
+    weaker = out.clone()
+    weaker[..., 0] += 0.5 * (out.amax(dim=-1) - out[..., 0]) * (out.argmax(dim=-1) != 0)  # same argmax, less sure
+    assert victim.read(weaker)[0] == victim.read(out)[0] == ["Kel"]
+    m0, m1 = float(goal.margin(out)[0]), float(goal.margin(weaker)[0])
+    assert m0 == pytest.approx(-0.499, abs=TIE_BREAK) and m0 < m1 < m0 + TIE_BREAK
+    assert float(goal.nll(weaker)[0, 0]) > float(goal.nll(out)[0, 0])

@@ -44,6 +44,7 @@ __all__ = [
     "CTC_CAP",
     "DEFAULT_TEXT_KAPPA",
     "TEXT_THRESHOLD",
+    "TIE_BREAK",
     "UNREADABLE_CER",
     "TextGoalSpec",
     "Unreadable",
@@ -58,6 +59,9 @@ from-scratch judge re-detects the text and reads slightly different boxes."""
 
 CTC_CAP = 30.0
 """Cap of each row's CTC negative log-likelihood in the loss (nats)."""
+
+TIE_BREAK = 1e-4
+"""Largest tie-break added to a target row's margin (:meth:`Unreadable.margin`)."""
 
 
 @dataclass
@@ -134,9 +138,17 @@ class Unreadable(Goal):
         return torch.tensor(vals, dtype=torch.float32, device=outputs.device).reshape(b, r)
 
     def margin(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``[B]``: the smallest row margin (see the module docstring). Target rows also get a tie-break
+        below :data:`TIE_BREAK` that grows with the clean reading's CTC negative log-likelihood, so
+        among images of equal CER the engine's best-so-far keeps the one furthest from the clean
+        reading (a failed protection then writes its strongest attempt, not the clean image). CERs
+        step by at least 1/len, far above it, so it never decides whether the goal is reached."""
         c = self.cers(outputs)
         tgt_rows = self.targets[self.groups]
-        m_t = c - UNREADABLE_CER + 1e-3
+        with torch.no_grad():
+            nll = self.nll(outputs).double().clamp_min(0.0)
+            tie = (TIE_BREAK * nll / (nll + 1.0)).to(c.dtype)  # resolves 1e-3 nats at float32
+        m_t = c - UNREADABLE_CER + 1e-3 + tie
         if self.detector:
             score = outputs[:, :, -1, 0].float()
             m_t = torch.maximum(m_t, TEXT_THRESHOLD - score)
@@ -146,9 +158,9 @@ class Unreadable(Goal):
             m = torch.minimum(m, m_k)
         return m
 
-    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Minus the CTC negative log-likelihood of each target row's clean reading (over every
-        alignment, ``F.ctc_loss``), each capped at :data:`CTC_CAP` so no row takes the whole budget."""
+    def nll(self, outputs: torch.Tensor) -> torch.Tensor:
+        """``[B,R]`` CTC negative log-likelihood (nats, over every alignment, ``F.ctc_loss``) of each
+        row's clean reading."""
         self._need_bound()
         t = self.frames.shape[1]
         z = outputs[:, :, :t]
@@ -162,8 +174,16 @@ class Unreadable(Goal):
                 targets += idx
                 lengths.append(len(idx))
         frames = self.frames.sum(dim=-1).repeat(b)
-        nll = F.ctc_loss(lp, torch.tensor(targets, dtype=torch.long), frames, torch.tensor(lengths, dtype=torch.long),
-                         blank=0, reduction="none", zero_infinity=True).reshape(b, r)
+        nll: torch.Tensor = F.ctc_loss(lp, torch.tensor(targets, dtype=torch.long), frames,
+                                       torch.tensor(lengths, dtype=torch.long), blank=0, reduction="none",
+                                       zero_infinity=True).reshape(b, r)
+        return nll
+
+    def loss(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Minus the CTC negative log-likelihood of each target row's clean reading (:meth:`nll`), each
+        capped at :data:`CTC_CAP` so no row takes the whole budget (times ``ctc_weight``), plus the
+        detector term (module docstring)."""
+        nll = self.nll(outputs)
         tgt_rows = self.targets[self.groups].to(nll.dtype)
         total: torch.Tensor = -self.ctc_weight * (nll.clamp(max=CTC_CAP) * tgt_rows).sum(dim=1)
         if self.detector:
