@@ -162,7 +162,7 @@ def table() -> str:
     """The markdown table of docs/detect.md from detect.jsonl."""
     rows = [json.loads(s) for s in OUT.read_text().splitlines()]
     lines = ["| method | photos | success (port, PNG) | after x0.75+JPEG85 | OpenCV PNG | OpenCV after upload | "
-             "K (mean) | PSNR dB | SSIM | above JND % | s/photo |", "|" + "---|" * 11]
+             "K (mean) | PSNR dB (finite mean) | SSIM | above JND % (mean / median) | s/photo |", "|" + "---|" * 11]
     for method in sorted({r["method"] for r in rows}):
         rs = [r for r in rows if r["method"] == method]
 
@@ -171,12 +171,22 @@ def table() -> str:
             return f"{100 * sum(map(bool, vals)) / len(vals):.0f} %" if vals else "-"
 
         def mean(key: str, rs: list[dict[str, object]] = rs) -> float:
-            return float(np.mean([float(r[key]) for r in rs]))  # type: ignore[arg-type]
+            vals = [float(r[key]) for r in rs]  # type: ignore[arg-type]
+            return float(np.mean([v for v in vals if np.isfinite(v)]))  # an unchanged photo has PSNR inf
+
+        above = float(np.median([float(r["above_jnd"]) for r in rs]))  # type: ignore[arg-type]
 
         lines.append(f"| {method} | {len(rs)} | {pct('success_file')} | {pct('success_upload')} | "
                      f"{pct('opencv_file')} | {pct('opencv_upload')} | {mean('iterations'):.1f} | {mean('psnr'):.2f} | "
                      f"{mean('ssim'):.4f} | "
-                     f"{100 * mean('above_jnd'):.2f} | {mean('seconds'):.1f} |")
+                     f"{100 * mean('above_jnd'):.2f} / {100 * above:.2f} | {mean('seconds'):.1f} |")
+    budgets = sorted({r["strength"] for r in rows if r.get("strength") is not None})
+    if budgets:
+        lines += ["", "| shield budget (x NAMM) | photos | PSNR dB | above JND % (mean) |", "|---|---|---|---|"]
+        for b in budgets:
+            rs = [r for r in rows if r.get("strength") == b]
+            lines.append(f"| {b:g} | {len(rs)} | {np.mean([float(r['psnr']) for r in rs]):.2f} | "
+                         f"{100 * np.mean([float(r['above_jnd']) for r in rs]):.2f} |")
     return "\n".join(lines)
 
 
