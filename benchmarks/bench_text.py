@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 from jndkit.metrics import above_jnd, psnr  # noqa: E402
 from jndkit.perception import jnd_map  # noqa: E402
 from jndkit.text import TextGoalSpec, attack_text, find_regions, judge_text, load_reader  # noqa: E402
-from jndkit.text.ocr import easyocr_version, tesseract_version  # noqa: E402
+from jndkit.text.ocr import cer, easyocr_version, read_tesseract, region_reading, tesseract_version  # noqa: E402
 from jndkit.text.samples import text_samples  # noqa: E402
+from jndkit.transforms import get_suite  # noqa: E402
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -104,6 +105,15 @@ def main() -> None:
             v = judge_text(res.image, res.regions, suite=args.suite, clean=x, tesseract=tess, reader=reader)
             tg = [d for d in v.regions if d["target"]]
             tt = [d for d in tg if d.get("tesseract_cer") is not None]
+            # baseline: Tesseract on the *clean* image after the same upload (it misreads some text
+            # without any protection; those regions say nothing about the attack)
+            base = 0
+            if tess and tt:
+                up = get_suite(args.suite).for_size(*x.shape[-2:])
+                xv = up[-1].apply(x) if up else x
+                words = read_tesseract(xv)
+                sc = (xv.shape[-1] / x.shape[-1], xv.shape[-2] / x.shape[-2])
+                base = sum(cer(region_reading(words, tuple(d["box"]), sc), d["tesseract_before"]) >= 0.5 for d in tt)
             row = {"image": name, "status": "protected" if v.protected else "failed", "engine_success": res.success,
                    "iterations": res.iterations, "seconds": round(secs, 2), "strength": res.strength,
                    "changed_values": int((_u8(res.image) != _u8(x)).sum()),
@@ -113,7 +123,8 @@ def main() -> None:
                    "above_jnd_chou": round(float(above_jnd(x[None], res.image[None], jnd_map(x[None], "chou"))[0]), 6),
                    "regions": len(tg), "unreadable_easyocr": sum(d["unreadable"] for d in tg),
                    "tesseract_regions": len(tt),
-                   "unreadable_tesseract": sum(d["tesseract_cer"] >= 0.5 for d in tt), "detail": v.regions}
+                   "unreadable_tesseract": sum(d["tesseract_cer"] >= 0.5 for d in tt),
+                   "unreadable_tesseract_clean_upload": base, "detail": v.regions}
             if args.crops and tg:
                 p = Path(args.crops) / f"text-{name}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +145,7 @@ def main() -> None:
                "regions": sum(r["regions"] for r in done),
                "unreadable_easyocr": share("unreadable_easyocr", "regions"),
                "unreadable_tesseract": share("unreadable_tesseract", "tesseract_regions"),
+               "unreadable_tesseract_clean_upload": share("unreadable_tesseract_clean_upload", "tesseract_regions"),
                "above_jnd_chou_mean": round(float(np.mean([r["above_jnd_chou"] for r in done])), 6) if done else None,
                "psnr_mean": _finite(float(np.mean(changed))) if changed else None,
                "unchanged_images": sum(r["psnr"] is None for r in done),
