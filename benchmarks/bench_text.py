@@ -85,12 +85,12 @@ def main() -> None:
            "threads": torch.get_num_threads(), "python": platform.python_version()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, x in text_samples(names).items():
         t0 = time.perf_counter()
         regions = find_regions(x, spec, reader)
         if not any(r.target for r in regions):
-            row = {"image": name, "status": "no-text"}
+            row: dict[str, Any] = {"image": name, "status": "no-text"}
         else:
             kw: dict[str, Any] = {}
             if args.detector is not None:

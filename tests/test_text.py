@@ -7,6 +7,7 @@ when the binary is missing (Debian: apt-get install tesseract-ocr; `make test` i
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from jndkit.images import load_image
 from jndkit.text import (
     TextGoalSpec,
     TextVictim,
+    Unreadable,
     attack_text,
     cer,
     find_regions,
@@ -41,7 +43,7 @@ def test_easyocr_and_victim_read_a_rendered_string_exactly() -> None:
     x = render_lines(["Anna Keller", "12 Birch Lane"], size=22)
     words = read_easyocr(x)
     assert [w.text for w in words] == ["Anna Keller", "12 Birch Lane"]
-    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), jitter=2)
+    victim = TextVictim(load_reader(), [w.box for w in words], (x.shape[-2], x.shape[-1]), jitter=2)
     with torch.no_grad():
         out = victim(x[None])
     assert out.shape[:2] == (1, len(victim.boxes)) and victim.groups.tolist() == [0, 0, 0, 1, 1, 1]
@@ -53,7 +55,7 @@ def test_victim_reads_the_letter_like_easyocr() -> None:
     x = text_samples(["letter"])["letter"]
     words = read_easyocr(x)
     assert len(words) >= 5
-    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]))
+    victim = TextVictim(load_reader(), [w.box for w in words], (x.shape[-2], x.shape[-1]))
     with torch.no_grad():
         readings = victim.read(victim(x[None]))[0]
     # the victim skips easyocr's uint8 rounding of the crop: allow one character in the whole letter
@@ -83,7 +85,7 @@ def test_goal_spellings() -> None:
         parse_goal("vanish", task="text")
 
 
-def test_unreadable_is_reached_and_holds_on_the_saved_file(tmp_path) -> None:
+def test_unreadable_is_reached_and_holds_on_the_saved_file(tmp_path: Path) -> None:
     x = render_lines(["Kel"], size=20)
     spec = TextGoalSpec("unreadable", kappa=0.1)
     res = attack_text(x, spec, params=STRONG, suite="x0.75+jpeg85", jitter=0)
@@ -147,7 +149,7 @@ def test_samples_are_sixteen_and_deterministic() -> None:
 
 def _easyocr_score_map(x: torch.Tensor) -> torch.Tensor:
     """CRAFT's region score map as easyocr's ``detect`` computes it (its own resize, canvas and normalisation)."""
-    from easyocr.imgproc import normalizeMeanVariance, resize_aspect_ratio
+    from easyocr.imgproc import normalizeMeanVariance, resize_aspect_ratio  # type: ignore[import-untyped]
 
     rgb = torch.round(x * 255).to(torch.uint8).permute(1, 2, 0).numpy()
     img, ratio, _ = resize_aspect_ratio(rgb, 2560, interpolation=1, mag_ratio=1.0)
@@ -155,15 +157,17 @@ def _easyocr_score_map(x: torch.Tensor) -> torch.Tensor:
     inp = torch.from_numpy(normalizeMeanVariance(img)).permute(2, 0, 1)[None]
     with torch.no_grad():
         y, _ = load_reader().detector(inp)
-    return y[0, ..., 0]
+    score: torch.Tensor = y[0, ..., 0]
+    return score
 
 
 def test_craft_scores_match_easyocr_and_the_crop_keeps_them() -> None:
     x = text_samples(["astronaut"])["astronaut"]  # 512x256 photo, text in its top-left corner
     words = read_easyocr(x)
     ref = _easyocr_score_map(x)
-    whole = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True, craft_context=None)
-    cropped = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True)
+    boxes, size = [w.box for w in words], (x.shape[-2], x.shape[-1])
+    whole = TextVictim(load_reader(), boxes, size, detector=True, craft_context=None)
+    cropped = TextVictim(load_reader(), boxes, size, detector=True)
     with torch.no_grad():
         s = whole.craft_scores(x[None])[0]
         a, b = whole(x[None])[0, :, -1, :3], cropped(x[None])[0, :, -1, :3]
@@ -179,7 +183,7 @@ def test_craft_scores_match_easyocr_and_the_crop_keeps_them() -> None:
 def test_detector_margin_counts_a_region_without_text_score_as_gone() -> None:
     x = render_lines(["Kel"], size=20)
     words = read_easyocr(x)
-    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]), detector=True)
+    victim = TextVictim(load_reader(), [w.box for w in words], (x.shape[-2], x.shape[-1]), detector=True)
     with torch.no_grad():
         out = victim(x[None])
     goal = TextGoalSpec("unreadable", kappa=0.1).goal([True]).bind(out, victim)
@@ -212,10 +216,11 @@ def test_margin_tie_break_prefers_the_weaker_reading_without_deciding() -> None:
 
     x = render_lines(["Kel"], size=20)
     words = read_easyocr(x)
-    victim = TextVictim(load_reader(), [w.box for w in words], tuple(x.shape[-2:]))
+    victim = TextVictim(load_reader(), [w.box for w in words], (x.shape[-2], x.shape[-1]))
     with torch.no_grad():
         out = victim(x[None])
     goal = TextGoalSpec("unreadable", kappa=0.1).goal([True]).bind(out, victim)
+    assert isinstance(goal, Unreadable)
     weaker = out.clone()
     weaker[..., 0] += 0.5 * (out.amax(dim=-1) - out[..., 0]) * (out.argmax(dim=-1) != 0)  # same argmax, less sure
     assert victim.read(weaker)[0] == victim.read(out)[0] == ["Kel"]
