@@ -42,6 +42,8 @@ class TextTask:
         method, preset, params: the engine method and its overrides (see :func:`attack_text`).
         suite: upload transforms success must survive (default ``x0.75+jpeg85``).
         tesseract: also read with Tesseract (recorded; the verdict is easyocr's).
+        detector, ctc_weight, craft_weight: attack easyocr's CRAFT detector as well, and the weights of
+            the recogniser's and the detector's terms (see :func:`attack_text`; docs/text.md measures them).
     """
 
     goal: TextGoalSpec | str = "unreadable"
@@ -56,6 +58,9 @@ class TextTask:
     fmt: str = "png"
     quality: int = 95
     name: str = "text"
+    detector: bool = False
+    ctc_weight: float = 1.0
+    craft_weight: float = 100.0
 
     def __post_init__(self) -> None:
         if isinstance(self.goal, str):
@@ -74,7 +79,8 @@ class TextTask:
         return {"task": "text", "goal": self.spec.spec, "kappa": self.spec.kappa, "method": self.method,
                 "preset": self.preset, "params": dict(self.params), "upload": self.suite, "jitter": self.jitter,
                 "pad": self.pad, "seed": self.seed, "tesseract": self.tesseract, "format": self.fmt,
-                "quality": self.quality, "unreadable_cer": UNREADABLE_CER}
+                "quality": self.quality, "unreadable_cer": UNREADABLE_CER, "detector": self.detector,
+                "ctc_weight": self.ctc_weight, "craft_weight": self.craft_weight}
 
     def new_record(self, src: Path) -> TextRecord:
         return TextRecord(input=str(src), goal=self.spec.spec, method=self.method)
@@ -87,7 +93,8 @@ class TextTask:
             return Attempt(None, status="no-text", reason=f"{why}; nothing written")
         res = attack_text(image.rgb, self.spec, regions=regions, method=self.method, preset=self.preset,
                           params=self.params, suite=self.suite, jitter=self.jitter, pad=self.pad, seed=self.seed,
-                          progress=progress)
+                          progress=progress, detector=self.detector, ctc_weight=self.ctc_weight,
+                          craft_weight=self.craft_weight)
         record.success_engine = res.success
         record.margin = round(res.margin, 4)
         record.iterations, record.tries, record.strength = res.iterations, res.tries, res.strength
