@@ -22,7 +22,7 @@ def _photo(path, name, size):
 
 
 @pytest.mark.parametrize("task,opt", [("detect", ["--gallery", "x"]), ("detect", ["--model", "mobilenet_v2"]),
-                                      ("text", ["--jnd", "chou"]), ("face", ["--upload", "none"])])
+                                      ("text", ["--jnd", "chou"]), ("face", ["--background", "white"])])
 def test_options_a_task_does_not_take_are_errors(tmp_path, task, opt):
     src = _photo(tmp_path / "a.png", "coffee", (64, 48))
     r = runner.invoke(app, ["protect", "--task", task, str(src), "-o", str(tmp_path / "o"), *opt])
@@ -97,3 +97,16 @@ def test_verify_face_judges_every_face_per_recogniser_and_upload(tmp_path):
     assert set(cells) == {(n, t) for n in ("dlib", "facenet_casia") for t in ("saved", "x0.75+jpeg85")}
     assert cells[("dlib", "saved")]["distance"] == 0.0 and cells[("facenet_casia", "saved")]["distance"] == 0.0
     assert 0 < cells[("dlib", "x0.75+jpeg85")]["distance"] < cells[("dlib", "x0.75+jpeg85")]["threshold"]
+
+
+@pytest.mark.parametrize("opts,words", [(["--model", "dlib", "--gallery", "."], ["--model", "--gallery"]),
+                                        (["--strength", "strong", "--research"], ["--strength", "--research"]),
+                                        (["--upload", "none", "--goal", "hide"], ["--upload", "--goal hide"]),
+                                        (["--model", "mobilenet_v2"], ["mobilenet_v2"])])
+def test_face_panel_and_single_recogniser_options_do_not_mix(tmp_path, opts, words):
+    """Dodging is judged by a panel of recognisers (--model, --upload, --strength); --research, a gallery,
+    hide or impersonate use dlib alone: asking for both is an error naming the options."""
+    src = _photo(tmp_path / "a.png", "coffee", (64, 48))
+    r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opts])
+    assert r.exit_code == 2, r.output
+    assert all(w in r.output for w in words), r.output

@@ -235,7 +235,7 @@ def test_strength_reaches_the_protector(tmp_path: Path) -> None:
 
 
 def test_faces_task_reports_a_photo_without_a_face(tmp_path: Path) -> None:
-    """The faces task runs FaceProtector (MTCNN + dlib's recogniser): a flat grey picture has no face,
+    """The faces task runs the CLI's face panel (MTCNN, dlib + FaceNet): a flat grey picture has no face,
     so nothing is written and nothing can be downloaded; the original is still shown."""
     app = create_app(ServeSettings(tmp_parent=str(tmp_path)))
     buf = io.BytesIO()
@@ -254,7 +254,9 @@ def test_faces_task_reports_a_photo_without_a_face(tmp_path: Path) -> None:
         src = tmp_path / "grey.png"
         src.write_bytes(buf.getvalue())
         (tmp_path / "out").mkdir()
-        rec = app.state.session._engines[("faces", "auto")].protect_file(src, tmp_path / "out", "png")
+        from jndkit.pipeline import protect_one
+
+        rec = protect_one(app.state.session._engines[("faces", "auto")], src, tmp_path / "out" / "grey.png")
         assert rec.status == "no-face" and job["error"] == rec.error.replace(str(src), "grey.png")
 
 
@@ -336,8 +338,15 @@ def test_stopping_ends_the_photo_in_hand_at_its_next_iteration(tmp_path: Path) -
 
     seen: list[BaseException] = []
 
-    class SlowEngine:
-        def protect_file(self, src, out_dir, progress, dst=None):  # type: ignore[no-untyped-def]
+    from jndkit.pipeline import Record
+
+    class SlowEngine:  # a task of the pipeline whose attack would take a minute
+        name, fmt, quality = "photo", "png", 95
+
+        def new_record(self, src):  # type: ignore[no-untyped-def]
+            return Record(input=str(src))
+
+        def protect(self, image, dst, record, progress):  # type: ignore[no-untyped-def]
             try:
                 for i in range(6000):
                     progress(i, 6000, {})

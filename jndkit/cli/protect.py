@@ -109,8 +109,8 @@ def protect(
 
                 import_ray()
             if task == "face":
-                runner = _face_task(paths, output, goal or "dodge", gallery, method or "ddn", preset, max_iter, seed,
-                                    fmt, quality, robust, kappa)
+                runner = _face_task(paths, output, goal or "dodge", gallery, method, preset, max_iter, seed,
+                                    fmt, quality, robust, kappa, research, model, upload, strength)
             elif task == "detect":
                 runner = _detect_task(goal, method, preset, strength, upload, kappa, max_iter, fmt, quality, seed)
             elif task == "text":
@@ -151,7 +151,7 @@ NOTHING = {"no_face": "without a face", "no_detection": "without a detection of 
 
 TASK_OPTIONS: dict[str, set[str]] = {
     "classify": {"--model", "--weights", "--strength", "--jnd", "--upload", "--background", "--research", "--robust"},
-    "face": {"--gallery", "--robust"},
+    "face": {"--gallery", "--robust", "--model", "--upload", "--strength", "--research"},
     "detect": {"--strength", "--upload"},
     "text": {"--strength", "--upload"},
 }
@@ -226,14 +226,43 @@ def _classify_task(model: str | None, weights: Path | None, method: str | None, 
     return Protector(config)
 
 
-def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str, preset: str | None,
-               max_iter: int | None, seed: int, fmt: str, quality: int, robust: str, kappa: float | None) -> Task:
-    """Options -> the face task (:class:`~jndkit.face.task.FaceTask`); settings checked before the models load."""
+def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str | None,
+               preset: str | None, max_iter: int | None, seed: int, fmt: str, quality: int, robust: str,
+               kappa: float | None, research: bool, model: str | None, upload: str | None,
+               strength: str | None) -> Task:
+    """Options -> a face task; settings checked before the models load.
+
+    Dodging (the default) is protected against a panel of recognisers (``--model``, default every
+    offline one: dlib, facenet_casia) inside the human JND budget, after the upload suite
+    (:class:`~jndkit.face.panel_task.FacePanelTask`). ``--research``, impersonation, hiding, a gallery
+    or a chosen method use dlib's recogniser alone on the untouched file (or ``--robust``), with the
+    method's least change (:class:`~jndkit.face.task.FaceTask`).
+    """
     from ..face.protect import FaceProtector, check_face_run
     from ..face.task import FaceTask
 
+    single = {"--research": research or None, "--gallery": gallery, "--method": method, "--preset": preset,
+              "--kappa": kappa, "--max-iter": max_iter, "--robust": None if robust == "none" else robust,
+              "--goal " + goal: None if goal == "dodge" else goal}
+    panel = {"--model": model, "--upload": upload, "--strength": strength}
+    chosen_single = [k for k, v in single.items() if v is not None]
+    chosen_panel = [k for k, v in panel.items() if v is not None]
     check_face_run(list(paths), output, goal, fmt, quality, robust)
-    return FaceTask(FaceProtector(goal, gallery, method, preset, max_iter, seed, kappa=kappa), fmt, quality, robust)
+    if chosen_single:
+        if chosen_panel:
+            raise InputError(f"{', '.join(chosen_panel)} set the recogniser panel of face dodging; "
+                             f"{', '.join(chosen_single)} ask for the single-recogniser (dlib) mode")
+        protector = FaceProtector(goal, gallery, method or "ddn", preset, max_iter, seed, kappa=kappa)
+        return FaceTask(protector, fmt, quality, robust)
+    from ..attacks.transfer import strength_ladder
+    from ..face.panel import PANEL_STRENGTHS
+    from ..face.panel_task import FacePanelTask
+    from ..transforms import get_suite
+
+    get_suite(upload or "social")
+    strengths = tuple(strength_ladder(strength, ("subtle", "strong"))) if strength is not None else PANEL_STRENGTHS
+    return FacePanelTask(recognisers=model, strengths=strengths, suite=upload or "social", seed=seed, fmt=fmt,
+                         quality=quality)
 
 
 def _run(task: Task, paths: list[Path], output: Path, resume: bool, as_json: bool, records: list[Record],

@@ -68,7 +68,7 @@ class FacePanelTask:
                           suite=self.suite, alignments=self.alignments, min_prob=self.min_prob, seed=self.seed)
         if not p.faces:
             return Attempt(None, status="no-face",
-                           reason=f"no face found (MTCNN probability >= {self.min_prob:g}); nothing written")
+                           reason=f"no face detected (MTCNN probability >= {self.min_prob:g}); nothing written")
         record.success_engine = p.engine_success
         record.strength = p.strength
         return Attempt(p.image, alpha=image.alpha, state=p)

@@ -89,19 +89,20 @@ def protect_one(task: str, strength: str, src: Path, out_dir: Path, progress: Pr
 
     Decodes ``src`` with :func:`jndkit.images.load_image` (a bad file gets the CLI's one-line reason),
     writes ``out_dir/original.png`` (the decoded photo, as the browser can show it), protects it
-    with ``Protector(ProtectConfig(strength=...)).protect_file(src, out_dir, progress, dst=dst)``
-    (``photo``) or ``FaceProtector().protect_file(...)`` (``faces``) into ``out_dir/protected.png``,
-    which exists only when the protection held on the re-read file, and then writes
+    with the CLI's tasks through the one pipeline step :func:`jndkit.pipeline.protect_one`:
+    ``Protector(ProtectConfig(strength=...))`` (``photo``) or the face panel of ``jndkit protect
+    --task face`` (:class:`~jndkit.face.panel_task.FacePanelTask`, ``faces``) into
+    ``out_dir/protected.png``, which exists only when the protection held on the re-read file, and then writes
     ``out_dir/difference.png`` (``0.5 + 40 * (protected - original)``, as report.html shows it).
 
     Args:
         task: ``photo`` or ``faces`` (:data:`TASKS`).
-        strength: ``auto``, ``invisible``, ``subtle`` or ``strong`` (``photo`` only).
+        strength: ``auto``, ``invisible``, ``subtle`` or ``strong``.
         src: the uploaded file (a generated name); out_dir: an empty folder of the job.
         progress: the engine's ``progress(step, limit, info)``.
         engines: a cache of protectors by ``(task, strength)`` (they load their models once).
         overrides: keyword arguments for :class:`~jndkit.protect.ProtectConfig` (``photo``) or
-            :class:`~jndkit.face.protect.FaceProtector` (``faces``), e.g. a faster model in tests.
+            :class:`~jndkit.face.panel_task.FacePanelTask` (``faces``), e.g. a faster model in tests.
         display: the name shown for ``src`` in messages (the upload's sanitised name).
         lock: held while a protector is built (workers share ``engines``).
 
@@ -112,6 +113,7 @@ def protect_one(task: str, strength: str, src: Path, out_dir: Path, progress: Pr
     """
     from ..errors import JndkitError
     from ..images import load_image, save_image
+    from ..pipeline import protect_one as pipeline_protect_one
     from ..report import _diff_image
 
     name = display or src.name
@@ -122,15 +124,12 @@ def protect_one(task: str, strength: str, src: Path, out_dir: Path, progress: Pr
         original = save_image(img.rgb, out_dir / "original.png", alpha=img.alpha)
         result["original"] = str(original)
         engines = {} if engines is None else engines
-        key = (task, strength if task == "photo" else "auto")
+        key = (task, strength)
         with lock or threading.Lock():
             engine = engines.get(key)
             if engine is None:
                 engine = engines[key] = _engine(task, strength, overrides or {})
-        if task == "photo":
-            rec = engine.protect_file(src, out_dir, progress, dst=out_dir / "protected.png")
-        else:  # FaceProtector names the output itself: out_dir/<src stem>.png
-            rec = engine.protect_file(src, out_dir, "png", progress=progress)
+        rec = pipeline_protect_one(engine, src, out_dir / "protected.png", progress)
         data = rec.to_json()
         for k in ("input", "output"):
             data.pop(k, None)
@@ -155,9 +154,12 @@ def _engine(task: str, strength: str, overrides: Mapping[str, Any]) -> Any:
         from ..protect import ProtectConfig, Protector
 
         return Protector(ProtectConfig(**{"strength": None if strength == "auto" else strength, **overrides}))
-    from ..face.protect import FaceProtector
+    from ..attacks.transfer import strength_ladder
+    from ..face.panel import PANEL_STRENGTHS
+    from ..face.panel_task import FacePanelTask
 
-    return FaceProtector(**overrides)
+    strengths = PANEL_STRENGTHS if strength == "auto" else tuple(strength_ladder(strength, ()))
+    return FacePanelTask(**{"strengths": strengths, **overrides})
 
 
 @dataclass
