@@ -89,13 +89,9 @@ class ProtectConfig:
         return v[0] if v else None
 
     def validate(self) -> None:
-        if self.format not in ("png", "jpg", "webp", "same"):
-            raise InputError(f"format must be png, jpg, webp or same, got {self.format!r}")
-        if not 1 <= int(self.quality) <= 100:
-            raise InputError(f"quality must be in 1..100, got {self.quality}")
-        if self.max_iter is not None and self.max_iter < 1:
-            raise InputError("max_iter must be >= 1 (0 iterations would write the photo unprotected), "
-                             f"got {self.max_iter}")
+        from .pipeline.files import check_output_settings
+
+        check_output_settings(self.format, self.quality, self.max_iter)
         if self.kappa < 0:
             raise InputError(f"kappa must be >= 0, got {self.kappa}")
         if not self.protective and (self.strength is not None or self.jnd is not None):

@@ -23,6 +23,7 @@ from torch import nn
 from ..attacks import METHODS, get_method, run_attack
 from ..goals import DEFAULT_KAPPA, parse_goal
 from ..images import decode_bytes, encode_image
+from ..pipeline.files import write_and_reread
 from ..victims import ClassifierVictim
 from .config import BenchConfig, BenchResult, ProgressFn
 from .datasets import evaluation_set, image_hash
@@ -117,17 +118,14 @@ def run_method(victim: ClassifierVictim, x0: torch.Tensor, names: Sequence[str],
         saved_list = []
         paths = []
         for j in range(xb.shape[0]):
-            data = encode_image(res.x_adv[j], "png")
             path = ""
-            if out_dir is not None:
+            if out_dir is not None:  # judge what the file holds: the pipeline's one write -> re-read
                 p = Path(out_dir) / f"{_slug(names[start + j])}.png"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                tmp = p.with_suffix(".tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, p)
-                data = p.read_bytes()  # judge what the file holds
+                saved_list.append(write_and_reread(res.x_adv[j], p, overwrite=True).rgb)
                 path = str(p)
-            saved_list.append(decode_bytes(data))
+            else:
+                saved_list.append(decode_bytes(encode_image(res.x_adv[j], "png")))
             paths.append(path)
         saved = torch.stack(saved_list)
         vals = metrics.compute_metrics(xb, saved, names=list(ROW_METRICS), jnd=jnd[start : start + batch_size])

@@ -148,7 +148,7 @@ def print_record(rec: Record, count: str = "") -> None:
         err.print(f"{count}{mark} {name}: {escape(_what(rec))}  PSNR {psnr}  SSIM {rec.ssim:.4f}  "
                   + (f"above JND {rec.above_jnd:.2%}  " if rec.above_jnd is not None else "")
                   + (f"budget {rec.strength:g}x JND  " if rec.strength is not None else "")
-                  + f"K={rec.iterations}  {rec.seconds:.1f}s"
+                  + (f"K={rec.iterations}  " if rec.iterations is not None else "") + f"{rec.seconds:.1f}s"
                   + (f"  {escape(rec.protection)}" if rec.protection else "")
                   + ("" if rec.status == "protected" else f"  ({error})"), highlight=False)
 

@@ -177,14 +177,14 @@ def _text_task(goal: str | None, method: str | None, preset: str | None, strengt
                upload: str | None, fmt: str, quality: int, seed: int) -> Task:
     """Options -> the text task (easyocr's CRAFT + English recogniser; :class:`~jndkit.text.task.TextTask`)."""
     from ..attacks.transfer import strength_ladder
+    from ..pipeline import check_output_settings
     from ..text.task import TextTask
     from ..transforms import get_suite
 
     params = {"strength": strength_ladder(strength, ("invisible",))[0]} if strength is not None else {}
     if upload is not None:
         get_suite(upload)
-    if fmt not in ("png", "jpg", "webp", "same"):
-        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
+    check_output_settings(fmt, quality)
     changes: dict[str, Any] = {k: v for k, v in {"goal": goal, "method": method, "suite": upload}.items()
                                if v is not None}
     return TextTask(preset=preset, params=params, seed=seed, fmt=fmt, quality=quality, **changes)

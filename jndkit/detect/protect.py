@@ -67,12 +67,9 @@ class DetectConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
-        if self.format not in ("png", "jpg", "webp", "same"):
-            raise InputError(f"format must be png, jpg, webp or same, got {self.format!r}")
-        if not 1 <= int(self.quality) <= 100:
-            raise InputError(f"quality must be in 1..100, got {self.quality}")
-        if self.max_iter is not None and self.max_iter < 1:
-            raise InputError(f"max_iter must be >= 1, got {self.max_iter}")
+        from ..pipeline.files import check_output_settings
+
+        check_output_settings(self.format, self.quality, self.max_iter)
         if self.strength is not None and self.method != "shield":
             raise InputError(f"--strength sets the human-JND budget of shield; method {self.method} has none")
         get_suite(self.upload)

@@ -43,7 +43,7 @@ import torch
 from ..attacks import AttackResult, get_method, run_attack
 from ..errors import InputError
 from ..images import output_path, quantize
-from ..pipeline import prepare_run, protect_one, run_paths
+from ..pipeline import check_output_settings, prepare_run, protect_one, run_paths
 from ..protect_config import parse_robust, reencode
 from .boxes import SAME_FACE_IOU, region, same_face, shifted
 from .detect import Face, FaceDetector
@@ -311,10 +311,7 @@ def check_face_run(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.Pa
         InputError: a bad format, quality, robust setting or goal, or no image among ``paths``.
         OutputError: ``out_dir`` cannot be written.
     """
-    if fmt not in ("png", "jpg", "webp", "same"):
-        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
-    if not 1 <= int(quality) <= 100:
-        raise InputError(f"quality must be in 1..100, got {quality}")
+    check_output_settings(fmt, quality)
     parse_robust(robust)
     parse_face_goal(goal)
     prepare_run(paths, out_dir)

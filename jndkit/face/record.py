@@ -85,16 +85,6 @@ class FaceRecord(Record):
         return lines
 
 
-def _finite(v: Any) -> Any:
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
-
-
 def summarise(records: Sequence[Record]) -> dict[str, Any]:
     """Counts over photos and faces, and means over protected photos.
 

@@ -8,17 +8,28 @@
   and :func:`run_paths` (the one loop over photos, resume, report.json).
 """
 
-from .files import _link_into_place, check_report_path, plan_outputs, prepare_run, write_json_atomic
+from .files import (
+    OUTPUT_FORMATS,
+    _link_into_place,
+    check_output_settings,
+    check_report_path,
+    plan_outputs,
+    prepare_run,
+    write_and_reread,
+    write_json_atomic,
+)
 from .record import Record, finite, summarise
 from .run import measure, protect_one, read_records, report_dict, run_paths
 from .task import Attempt, ProgressFn, Task
 
 __all__ = [
+    "OUTPUT_FORMATS",
     "Attempt",
     "ProgressFn",
     "Record",
     "Task",
     "_link_into_place",
+    "check_output_settings",
     "check_report_path",
     "finite",
     "measure",
@@ -29,5 +40,6 @@ __all__ = [
     "report_dict",
     "run_paths",
     "summarise",
+    "write_and_reread",
     "write_json_atomic",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, OutputError
-from ..images import find_images, output_path
+from ..images import LoadedImage, find_images, load_image, output_path, save_image
 
 
 def write_json_atomic(data: Any, path: Path) -> None:
@@ -109,3 +109,30 @@ def _link_into_place(tmp: Path, dst: Path) -> None:
         if dst.exists():
             raise OutputError(dst, "already exists; not overwritten") from None
         os.rename(tmp, dst)
+
+
+def write_and_reread(image: Any, path: Path, *, quality: int = 95, alpha: Any = None,
+                     info: dict[str, Any] | None = None, overwrite: bool = False) -> LoadedImage:
+    """Write ``image`` ``[3,H,W]`` to ``path`` (atomically, :func:`jndkit.images.save_image`) and read it
+    back from disk: every check of a written file (the pipeline's, the benchmark's) judges what this
+    returns, never the tensor that was meant to be written."""
+    save_image(image, path, quality=quality, alpha=alpha, info=info, overwrite=overwrite)
+    return load_image(path)
+
+
+OUTPUT_FORMATS = ("png", "jpg", "webp", "same")
+
+
+def check_output_settings(fmt: str, quality: int, max_iter: int | None = None) -> None:
+    """The output settings every task shares, checked before any work.
+
+    Raises:
+        InputError: a format other than :data:`OUTPUT_FORMATS`, a quality outside 1..100, or an
+            iteration budget below 1 (0 iterations would write the photo unprotected).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"format must be png, jpg, webp or same, got {fmt!r}")
+    if not 1 <= int(quality) <= 100:
+        raise InputError(f"quality must be in 1..100, got {quality}")
+    if max_iter is not None and max_iter < 1:
+        raise InputError(f"max_iter must be >= 1 (0 iterations would write the photo unprotected), got {max_iter}")

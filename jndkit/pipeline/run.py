@@ -22,8 +22,15 @@ import torch
 
 from .. import __version__
 from ..errors import JndkitError, OutputError
-from ..images import load_image, quantize, save_image
-from .files import _link_into_place, check_report_path, plan_outputs, prepare_run, write_json_atomic
+from ..images import load_image, quantize
+from .files import (
+    _link_into_place,
+    check_report_path,
+    plan_outputs,
+    prepare_run,
+    write_and_reread,
+    write_json_atomic,
+)
 from .record import Record, summarise
 from .task import ProgressFn, Task
 
@@ -84,9 +91,8 @@ def protect_one(task: Task, src: Path, dst: Path, progress: ProgressFn | None = 
             tmp = _unverified_name(dst)
             if tmp.exists():
                 tmp.unlink()
-            save_image(attempt.image, tmp, quality=task.quality, alpha=attempt.alpha, info=img.info)
+            saved = write_and_reread(attempt.image, tmp, quality=task.quality, alpha=attempt.alpha, info=img.info).rgb
             clean = quantize(attempt.reference if attempt.reference is not None else img.rgb)
-            saved = load_image(tmp).rgb
             measure(rec, clean, saved)
             if task.judge(attempt, clean, saved, rec):
                 _link_into_place(tmp, dst)
