@@ -52,8 +52,9 @@ def machine() -> dict[str, Any]:
             break
     import torch
 
-    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average": [round(v, 2) for v in os.getloadavg()]}
 
 
 def group_photo(path: Path, size: tuple[int, int] = (4000, 3000)) -> None:
@@ -142,7 +143,7 @@ def hide(names: list[str], work: Path, timeout: float) -> None:
 
     det = _default_detector()
     hog = dlib.get_frontal_face_detector()
-    up = [t for t in get_suite("social").for_size(100, 100) if t.name == "x0.75+jpeg85"][0]
+    up = next(t for t in get_suite("social").for_size(100, 100) if t.name == "x0.75+jpeg85")
 
     def to_u8(x: torch.Tensor) -> np.ndarray:
         return np.ascontiguousarray(torch.round(x * 255).to(torch.uint8).permute(1, 2, 0).numpy())
@@ -175,7 +176,8 @@ def hide(names: list[str], work: Path, timeout: float) -> None:
 
 def table() -> str:
     rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-    out = ["| photo | MTCNN on file | MTCNN after x0.75+jpeg85 | HOG on file | HOG after x0.75+jpeg85 | face PSNR | above JND | s |",
+    out = ["| photo | MTCNN on file | MTCNN after x0.75+jpeg85 | HOG on file | HOG after x0.75+jpeg85 "
+           "| face PSNR | above JND | s |",
            "|---|---|---|---|---|---|---|---|"]
 
     def f(d: dict[str, Any] | None, k: str) -> str:
@@ -189,7 +191,8 @@ def table() -> str:
         if r["kind"] != "hide":
             continue
         q = r.get("quality", {})
-        out.append(f"| {r['photo']} | {f(r.get('file'), 'mtcnn')} | {f(r.get('upload'), 'mtcnn')} | {f(r.get('file'), 'hog')} "
+        out.append(f"| {r['photo']} | {f(r.get('file'), 'mtcnn')} | {f(r.get('upload'), 'mtcnn')} "
+                   f"| {f(r.get('file'), 'hog')} "
                    f"| {f(r.get('upload'), 'hog')} | {q.get('psnr')} | {q.get('above_jnd')} | {r['wall_s']} |")
     return "\n".join(out)
 
