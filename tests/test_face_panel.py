@@ -11,7 +11,15 @@ import torch
 from jndkit.errors import InputError, WeightsNotFoundError
 from jndkit.face.detect import Face
 from jndkit.face.facenet_casia import find_facenet_casia
-from jndkit.face.panel import FacePanelGoal, FacePanelVictim, face_quality, protect_faces, verify_faces
+from jndkit.face.panel import (
+    REGION_GRID,
+    FacePanelGoal,
+    FacePanelVictim,
+    face_quality,
+    face_regions,
+    protect_faces,
+    verify_faces,
+)
 from jndkit.face.recognisers import (
     FACENET_CASIA_THRESHOLD,
     RECOGNISERS,
@@ -182,6 +190,37 @@ def test_face_geometry_of_a_face() -> None:
     assert boxes[3][2] - boxes[3][0] == pytest.approx((x2 - x1) * 1.04)
     chips = get_recogniser("dlib").geometry(face, 200, 200, 2)
     assert chips[0] != chips[1] and chips[0].rows == 150
+
+
+def _face_at(x: float, y: float, side: float = 60.0) -> Face:
+    lm = torch.tensor([[0.33, 0.4], [0.67, 0.4], [0.5, 0.58], [0.37, 0.78], [0.63, 0.78]]) * side
+    return Face((x, y, x + side, y + side * 1.3), 0.99, lm + torch.tensor([x, y]))
+
+
+def test_face_regions_hold_every_alignment_on_the_grid() -> None:
+    """Each crop holds every member's alignments of its faces with a margin, its corners on the 64-px
+    grid (or the photo's edge); faces far apart get crops of their own, close ones share one."""
+    from jndkit.face.panel import _bounds
+
+    members = parse_recognisers("dlib,facenet_casia")
+    w, h = 1600, 900
+    far = [_face_at(200, 300), _face_at(1300, 250)]
+    regs = face_regions(far, members, w, h, alignments=5)
+    assert [idx for _, idx in regs] == [[0], [1]]
+    for (x1, y1, x2, y2), idx in regs:
+        assert x1 % REGION_GRID == 0 and y1 % REGION_GRID == 0
+        assert x2 % REGION_GRID == 0 or x2 == w
+        assert y2 % REGION_GRID == 0 or y2 == h
+        for m in members:
+            for g in m.geometry(far[idx[0]], w, h, 5):
+                b = _bounds(g)
+                assert x1 + 16 <= b[0] and b[2] <= x2 - 16 and y1 + 16 <= b[1] and b[3] <= y2 - 16
+        assert (x2 - x1) * (y2 - y1) < 0.15 * w * h  # the crop, not the photo
+    close = [_face_at(200, 300), _face_at(290, 300)]
+    ((box, idx),) = face_regions(close, members, w, h, alignments=5)
+    assert idx == [0, 1] and box[0] <= 200 - 16 and box[2] >= 350 + 16
+    edge = face_regions([_face_at(5, 5)], members, 300, 300, alignments=1)
+    assert edge[0][0][:2] == (0, 0)
 
 
 @pytest.mark.slow

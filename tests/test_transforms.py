@@ -19,6 +19,7 @@ from jndkit.errors import InputError
 from jndkit.images import decode_bytes, jpeg_roundtrip
 from jndkit.transforms import (
     SUITES,
+    SuiteStandIn,
     UploadStandIn,
     diff_jpeg,
     get_suite,
@@ -273,3 +274,60 @@ def test_upload_stand_in_is_deterministic() -> None:
     assert jpeg_only.p_resize == 0.0 and jpeg_only.p_jpeg == 0.7
     with pytest.raises(InputError, match="eot_q_low"):
         s(x, {"eot_q_low": 96}, torch.Generator())
+
+
+@pytest.mark.parametrize("name", ["x0.75+jpeg85", "x0.5+jpeg85", "jpeg85"])
+def test_transform_on_a_grid_crop_is_the_whole_photos(name: str) -> None:
+    """A crop with corners on the 64-px grid, given the transform at the whole photo's scale, comes out
+    as the same region of the whole photo's upload (resampling phase and JPEG blocks line up); only the
+    resize filter's reach at the crop's edges differs. (WebP is not block-local: its prediction and
+    loop filter cross blocks, and a 256-px crop of this photo differed from the whole photo's WebP 80
+    by 1.96 levels on average, so a crop's WebP is only an estimate and the whole photo decides.)"""
+    photo = _tensor(data.astronaut()[:448, :512])  # [1,3,448,512]
+    t = parse_transform(name)
+    whole = t.apply(photo)
+    x1, y1, x2, y2 = 128, 64, 384, 320
+    crop = t.for_crop_of(448, 512).apply(photo[..., y1:y2, x1:x2])
+    f = t.factor(448, 512)
+    a, b, c, d = (round(v * f) for v in (x1, y1, x2, y2))
+    assert crop.shape[-2:] == (d - b, c - a)
+    m = 8  # away from the crop's edges
+    diff = (crop[..., m:-m, m:-m] - whole[..., b + m:d - m, a + m:c - m]).abs() * 255
+    assert float(diff.mean()) < 0.3 and float(diff.max()) <= 8
+    # off the grid, the JPEG blocks no longer line up
+    if t.codec == "jpeg":
+        off = t.for_crop_of(448, 512).apply(photo[..., y1 + 4:y2 + 4, x1 + 4:x2 + 4])
+        o = round(4 * f)
+        diff_off = (off[..., m:-m, m:-m] - whole[..., b + o + m:d + o - m, a + o + m:c + o - m]).abs() * 255
+        assert float(diff_off.mean()) > 3 * float(diff.mean()) + 0.2
+
+
+def test_long_side_transform_keeps_its_factor_on_a_crop() -> None:
+    t = parse_transform("long1080+jpeg85")
+    assert t.factor(3000, 4000) == pytest.approx(0.27) and t.factor(900, 1000) == 1.0
+    c = t.for_crop_of(3000, 4000)
+    assert c.scale == pytest.approx(0.27) and c.long_side is None and c.quality == 85
+    assert c.output_size(640, 512) == (173, 138)
+    assert t.for_crop_of(900, 1000).scale is None  # small photos are not resized
+
+
+def test_suite_stand_in_draws_the_photos_own_transforms() -> None:
+    x = _tensor(_crop("chelsea")[:96, :96])
+    big = SuiteStandIn(get_suite("social"), (3000, 4000))
+    assert [t.name if t else None for t in big.choices] == [None, *SUITES["social"].names]
+    small = SuiteStandIn(get_suite("social"), (600, 800))
+    assert "long1080+jpeg85" not in [t.name for t in small.choices if t]
+
+    def run(s: SuiteStandIn, seed: int) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        return [s(x, {}, gen) for _ in range(40)]
+
+    a, b = run(big, 3), run(big, 3)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    sides = sorted({p.shape[-1] for p in a})
+    assert min(sides) <= round(96 * 0.27 * 1.1) and max(sides) == 96  # long1080 at the photo's factor, and unresized
+    assert all(p.shape[-1] >= round(96 * 0.45) for p in run(small, 3))  # x0.5 is the smallest for a small photo
+    assert any(p is x for p in a)  # the saved file itself is one of the draws
+    assert SuiteStandIn(get_suite("none"), (100, 100))(x, {}, torch.Generator()) is x
+    with pytest.raises(InputError, match="spread"):
+        SuiteStandIn(get_suite("social"), (10, 10), spread=1.5)

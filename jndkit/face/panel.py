@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ from torch import nn
 
 from ..errors import InputError
 from ..goals import Goal
+from .align import ChipDetails
+from .boxes import chip_bounds, region, shifted
 from .detect import Face, FaceDetector
 from .goals import Dodge, Impersonate
 from .recognisers import Recogniser, parse_recognisers
@@ -36,10 +39,12 @@ from .recognisers import Recogniser, parse_recognisers
 __all__ = [
     "DEFAULT_ALIGNMENTS",
     "PANEL_STRENGTHS",
+    "REGION_GRID",
     "FacePanelGoal",
     "FacePanelVictim",
     "PanelProtection",
     "face_quality",
+    "face_regions",
     "protect_faces",
     "verify_faces",
 ]
@@ -190,6 +195,21 @@ def _as_recognisers(spec: str | Sequence[str] | Sequence[Recogniser] | None) -> 
     return parse_recognisers([str(r) for r in items])
 
 
+def _detect_near(det: FaceDetector, image: torch.Tensor, min_prob: float, side: float) -> list[Face]:
+    """MTCNN's faces of ``image`` searched only down to half of ``side`` (px) instead of 20 px.
+
+    A detection can match a clean face only at IoU >= 0.3, which a box below 0.548 of the face's side
+    never reaches, so the finest (and costliest: on a 12-megapixel photo, nearly all) levels of the
+    image pyramid cannot change a verdict. :func:`verify_faces` falls back on the full search whenever
+    this one misses a face, so a face counts as gone only when the full search misses it too.
+    """
+    m = int(0.5 * side)
+    if m <= det.min_face_size:
+        return det.detect(image, min_prob=min_prob)
+    quick = FaceDetector(min_face_size=m, thresholds=det.thresholds, factor=det.factor, device=det.device)
+    return quick.detect(image, min_prob=min_prob)
+
+
 def verify_faces(
     saved: torch.Tensor,
     clean: torch.Tensor,
@@ -225,6 +245,12 @@ def verify_faces(
     det = detector or _default_detector()
     faces = list(clean_faces) if clean_faces is not None else det.detect(clean, min_prob=min_prob)
     clean_emb = {r.name: r.embed(clean, faces) for r in rec}
+    smallest = min((min(f.box[2] - f.box[0], f.box[3] - f.box[1]) for f in faces), default=0.0)
+    # A probe is compared with a reference cut by the same detector settings: the quick search's
+    # landmarks differ a little from the full search's (dlib moved by 0.09 on identical pixels).
+    quick_clean = _detect_near(det, clean, min_prob, smallest)
+    near = [_match(quick_clean, f.box, 1.0) for f in faces]
+    quick_emb = {r.name: [None if g is None else r.embed(clean, [g])[0] for g in near] for r in rec}
     h, w = saved.shape[-2:]
     variants: list[tuple[str, torch.Tensor]] = [("saved", saved)]
     variants += [(t.name, t.apply(saved)) for t in get_suite(suite).for_size(h, w)]
@@ -232,11 +258,16 @@ def verify_faces(
                                  for f in faces]
     for name, img in variants:
         scale = img.shape[-1] / w
-        found = det.detect(img, min_prob=min_prob)
+        found, quick = _detect_near(det, img, min_prob, smallest * scale), True
+        if any(_match(found, f.box, scale) is None for f in faces):
+            # a face missed by the quick search: the full one decides, against the full search's reference
+            found, quick = det.detect(img, min_prob=min_prob), False
         for i, f in enumerate(faces):
             g = _match(found, f.box, scale)
             for r in rec:
-                d = None if g is None else float(r.distance(r.embed(img, [g])[0], clean_emb[r.name][i]))
+                q = quick_emb[r.name][i]
+                ref = q if quick and q is not None else clean_emb[r.name][i]
+                d = None if g is None else float(r.distance(r.embed(img, [g])[0], ref))
                 ok = d is None or d >= r.threshold
                 out[i]["checks"].append({"recogniser": r.name, "transform": name, "found": g is not None,
                                          "distance": None if d is None else round(d, 4),
@@ -268,10 +299,13 @@ class PanelProtection:
 
     Attributes:
         image: ``[3,H,W]`` the protected 8-bit image (the clean one when no face was found).
-        faces: the clean faces; strength: the budget used (x NAMM); success: every face protected from
-            every member after every upload transform (:func:`verify_faces`), engine_success: the
-            engine's own verdict; checks: :func:`verify_faces`'s result; quality: per face
-            :func:`face_quality`; seconds: wall time.
+        faces: the clean faces; strength: the largest budget used (x NAMM); face_strengths: the
+            budget each face's crop was attacked with; success: every face protected from every
+            member after every upload transform (:func:`verify_faces`; when the last strength was
+            not verified here, ``verified`` is false and ``success`` is the engine's verdict on the
+            crops); engine_success: the engine's own verdict (the 8-bit crops after the real upload
+            transforms at the whole photo's scale); checks: :func:`verify_faces`'s result (empty when
+            not verified); quality: per face :func:`face_quality`; seconds: wall time.
     """
 
     image: torch.Tensor
@@ -282,6 +316,51 @@ class PanelProtection:
     checks: list[dict[str, Any]]
     quality: list[dict[str, float | None]]
     seconds: float
+    face_strengths: list[float | None] = field(default_factory=list)
+    verified: bool = True
+
+
+REGION_GRID = 64
+"""Corners of the attacked crops lie on this grid of the photo: 64 px scaled by 0.5 or 0.75 are whole
+multiples of 16, so the x0.5 / x0.75 resizes and the JPEG blocks (16x16 in 4:2:0 chroma) of a crop fall
+where they fall in the whole photo, and the real upload transforms can be checked on the crop."""
+
+
+def _bounds(g: Any) -> tuple[float, float, float, float]:
+    """Axis-aligned bounds of one alignment: a dlib chip or a ``(x1, y1, x2, y2)`` box."""
+    if isinstance(g, ChipDetails):
+        return chip_bounds(g)
+    return float(g[0]), float(g[1]), float(g[2]), float(g[3])
+
+
+Region = tuple[tuple[int, int, int, int], list[int]]
+"""A crop ``(x1, y1, x2, y2)`` of the photo and the indices of the faces it holds."""
+
+
+def face_regions(faces: Sequence[Face], members: Sequence[Recogniser], width: int, height: int,
+                 alignments: int = DEFAULT_ALIGNMENTS, grid: int = REGION_GRID) -> list[Region]:
+    """The crops to attack: per face, every member's alignments grown by :func:`~jndkit.face.boxes.region`
+    (a quarter of their side + 16 px) with corners on ``grid``; crops that overlap are merged.
+
+    Returns ``[((x1, y1, x2, y2), [face indices]), ...]``. Only these pixels reach the recognisers, so the
+    attack on them is the attack on the photo (a 12-megapixel group photo is attacked face by face).
+    """
+    regs: list[Region] = []
+    for i, f in enumerate(faces):
+        rects = [_bounds(g) for m in members for g in m.geometry(f, width, height, alignments)]
+        regs.append((region(rects, width, height, grid), [i]))
+    merged = True
+    while merged:
+        merged = False
+        for a, b in itertools.combinations(range(len(regs)), 2):
+            (ra, ia), (rb, ib) = regs[a], regs[b]
+            if ra[0] < rb[2] and rb[0] < ra[2] and ra[1] < rb[3] and rb[1] < ra[3]:
+                u = (min(ra[0], rb[0]), min(ra[1], rb[1]), max(ra[2], rb[2]), max(ra[3], rb[3]))
+                regs[a] = (u, sorted(ia + ib))
+                del regs[b]
+                merged = True
+                break
+    return regs
 
 
 def protect_faces(
@@ -300,18 +379,27 @@ def protect_faces(
     detector: FaceDetector | None = None,
     min_prob: float = 0.9,
     seed: int = 0,
+    verify_last: bool = True,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
 ) -> PanelProtection:
     """Protect every face of ``image`` ``[3,H,W]`` (8-bit values in [0,1]) against a panel of recognisers.
 
-    Each strength of ``strengths`` (multiples of the NAMM JND map) is tried in turn; the first whose
-    8-bit result passes :func:`verify_faces` (every face, every member, every transform of ``suite``)
-    is kept; if none does, the last one is returned with ``success`` False.
+    Only the pixels around the faces reach the recognisers, so the attack runs on crops
+    (:func:`face_regions`, corners on a 64-px grid), one after the other, and pastes them back. Each
+    crop goes through the ``strengths`` (multiples of the NAMM JND map) in turn: it is attacked at
+    a strength, the photo is judged by :func:`verify_faces` (every face, every member, every transform
+    of ``suite``), and only the crops whose faces still fail go on to the next strength. With
+    ``verify_last`` false the last strength is not judged here (the pipeline judges the saved file
+    from scratch anyway); then ``verified`` is false.
 
     The attack is the ``shield`` method (:mod:`jndkit.attacks.transfer`) with ``steps`` sign steps of
-    ``alpha`` x the per-value budget. ``grey`` (achromatic steps, the classifier default) is off for
-    faces: measured on obama's face crop (40 steps, 0.75 x NAMM, no EOT), dlib's distance reached 0.53
-    with grey steps and 0.62 with colour steps; against the panel at 1.0 x NAMM (with EOT), grey steps
-    left dlib at 0.51 and FaceNet at 0.92, colour steps reached 0.57 and 1.09. The face-box
+    ``alpha`` x the per-value budget, through :class:`~jndkit.transforms.SuiteStandIn` (EOT over the
+    suite at the whole photo's scale), and the engine keeps a crop going until its 8-bit result holds
+    after every real transform of the suite (``robust``, at the whole photo's scale; the geometry is
+    the clean one, the final judge detects again). ``grey`` (achromatic steps, the classifier default)
+    is off for faces: measured on obama's face crop (40 steps, 0.75 x NAMM, no EOT), dlib's distance
+    reached 0.53 with grey steps and 0.62 with colour steps; against the panel at 1.0 x NAMM (with EOT),
+    grey steps left dlib at 0.51 and FaceNet at 0.92, colour steps reached 0.57 and 1.09. The face-box
     CIEDE2000 (:func:`face_quality`) reports the colour change. ``ti_sigma`` (TI-FGSM's gradient
     smoothing, 1.0 for classifiers) is off: on the same crop, panel, 1.0 x NAMM, colour steps, EOT,
     60 steps without TI reached dlib 0.672 / FaceNet 1.144 on the saved file (0.661 / 1.109 after
@@ -321,6 +409,7 @@ def protect_faces(
         InputError: bad arguments (unknown recogniser, strength <= 0, a bad image).
     """
     from ..attacks import get_method, run_attack
+    from ..transforms import SuiteStandIn, get_suite
     from .victim import _default_detector
 
     if image.ndim != 3 or image.shape[0] != 3:
@@ -329,27 +418,52 @@ def protect_faces(
         raise InputError(f"strengths must be > 0, got {list(strengths)}")
     t0 = time.perf_counter()
     members = _as_recognisers(recognisers)
+    upload = get_suite(suite)
     det = detector or _default_detector()
     faces = det.detect(image, min_prob=min_prob)
     if not faces:
         return PanelProtection(image, [], None, False, False, [], [], time.perf_counter() - t0)
     h, w = image.shape[-2:]
-    geometry = [[[g for f in faces for g in m.geometry(f, w, h, alignments)] for m in members]]
-    victim = FacePanelVictim(members, geometry, (h, w))
-    x0 = image[None]
-    result = None
-    for s in strengths:
+    robust = [t.for_crop_of(h, w).apply for t in upload.for_size(h, w)] or None
+    crops = face_regions(faces, members, w, h, alignments)
+    x = image.clone()
+    used: list[float | None] = [None] * len(faces)
+    crop_ok = [False] * len(crops)
+    todo = list(range(len(crops)))
+    checks: list[dict[str, Any]] = []
+    verified = True
+    total = len(strengths) * len(crops) * steps
+    for k, s in enumerate(strengths):
         method = get_method("shield", strength=s, steps=float(steps), max_iter=steps, alpha=alpha,
                             grey=1.0 if grey else 0.0, ti_sigma=ti_sigma)
-        panel_goal = FacePanelGoal(members=members, kind=goal, targets=targets)
-        res = run_attack(method, victim, panel_goal, x0, seed=seed)
-        x = res.x_adv[0]
-        checks = verify_faces(x, image, members, suite, detector=det, min_prob=min_prob, clean_faces=faces)
-        ok = all(c["protected"] for c in checks)
-        result = (s, x, ok, bool(res.success[0]), checks)
-        if ok:
+        method = dataclasses.replace(method, input_transform=SuiteStandIn(upload, (h, w)))
+        for c in todo:
+            (x1, y1, x2, y2), idx = crops[c]
+            local = [shifted(faces[i], x1, y1) for i in idx]
+            geometry = [[[g for f in local for g in m.geometry(f, x2 - x1, y2 - y1, alignments)] for m in members]]
+            victim = FacePanelVictim(members, geometry, (y2 - y1, x2 - x1))
+            panel_goal = FacePanelGoal(members=members, kind=goal, targets=targets)
+            done = (k * len(crops) + c) * steps
+
+            def step(i: int, n: int, info: dict[str, Any], done: int = done, s: float = s) -> None:
+                if progress is not None:
+                    progress(done + i, total, {**info, "strength": s})
+
+            res = run_attack(method, victim, panel_goal, image[None, :, y1:y2, x1:x2], seed=seed, robust=robust,
+                             progress=step)
+            x[:, y1:y2, x1:x2] = res.x_adv[0]
+            crop_ok[c] = bool(res.success[0])
+            for i in idx:
+                used[i] = s
+        if k == len(strengths) - 1 and not verify_last:
+            checks, verified = [], False
             break
-    assert result is not None
-    s, x, ok, engine_ok, checks = result
+        checks = verify_faces(x, image, members, suite, detector=det, min_prob=min_prob, clean_faces=faces)
+        todo = [c for c in todo if not all(checks[i]["protected"] for i in crops[c][1])]
+        if not todo:
+            break
+    ok = all(c["protected"] for c in checks) if verified else all(crop_ok)
     quality = [face_quality(image, x, f.box) for f in faces]
-    return PanelProtection(x, faces, s, ok, engine_ok, checks, quality, time.perf_counter() - t0)
+    strength = max(v for v in used if v is not None)
+    return PanelProtection(x, faces, strength, ok, all(crop_ok), checks, quality, time.perf_counter() - t0,
+                           face_strengths=used, verified=verified)

@@ -27,7 +27,8 @@ __all__ = ["FacePanelRecord", "FacePanelTask"]
 @dataclass
 class FacePanelRecord(Record):
     """A photo's record with ``faces``: per face ``box``, ``protected``, ``checks`` (recogniser x
-    upload: found, distance, threshold, protected) and the face-box ``psnr``, ``above_jnd``,
+    upload: found, distance, threshold, protected), the ``strength`` its crop was attacked with and
+    the face-box ``psnr``, ``above_jnd``,
     ``ciede2000_mean``, ``ciede2000_max``."""
 
     faces: list[dict[str, Any]] = field(default_factory=list)
@@ -64,8 +65,10 @@ class FacePanelTask:
         return FacePanelRecord(input=str(src), task="face", recognisers=[m.name for m in self._members])
 
     def protect(self, image: LoadedImage, dst: Path, record: Record, progress: ProgressFn | None) -> Attempt:
+        # the last strength is judged by :meth:`judge` on the re-read file, not twice
         p = protect_faces(image.rgb, self._members, goal=self.goal, strengths=self.strengths, steps=self.steps,
-                          suite=self.suite, alignments=self.alignments, min_prob=self.min_prob, seed=self.seed)
+                          suite=self.suite, alignments=self.alignments, min_prob=self.min_prob, seed=self.seed,
+                          verify_last=False, progress=progress)
         if not p.faces:
             return Attempt(None, status="no-face",
                            reason=f"no face detected (MTCNN probability >= {self.min_prob:g}); nothing written")
@@ -79,7 +82,8 @@ class FacePanelTask:
         state: PanelProtection = attempt.state
         checks = verify_faces(saved, clean, self._members, self.suite, min_prob=self.min_prob,
                               clean_faces=state.faces)
-        record.faces = [{**c, **face_quality(clean, saved, f.box)} for c, f in zip(checks, state.faces, strict=True)]
+        record.faces = [{**c, "strength": st, **face_quality(clean, saved, f.box)}
+                        for c, f, st in zip(checks, state.faces, state.face_strengths, strict=True)]
         record.success = all(all(k["protected"] for k in c["checks"] if k["transform"] == "saved") for c in checks)
         record.robust_success = all(c["protected"] for c in checks)
         return bool(record.robust_success)
@@ -88,8 +92,10 @@ class FacePanelTask:
         for i, face in enumerate(getattr(record, "faces", [])):
             for k in face["checks"]:
                 if not k["protected"]:
+                    more = ("" if max(self.strengths) >= 10 else
+                            f"; a larger --strength than {max(self.strengths):g} may protect it, visibly")
                     return (f"face {i + 1}: {k['recogniser']} still matches after {k['transform']} "
-                            f"(distance {k['distance']} < {k['threshold']})")
+                            f"(distance {k['distance']} < {k['threshold']}){more}")
         return "every face protected"
 
     def summarise(self, records: Sequence[Record]) -> dict[str, Any]:

@@ -302,3 +302,49 @@ class UploadStandIn:
         jpeg = torch.rand((), generator=gen, device=dev).item() < p_jpeg
         q = int(torch.randint(q_low, q_high + 1, (), generator=gen, device=dev).item())
         return diff_jpeg(x, q) if jpeg else x
+
+
+class SuiteStandIn:
+    """EOT over the upload suite *as one photo meets it*: per call, one of the saved file itself or a
+    transform of ``suite.for_size(*size)``, drawn uniformly, with that transform's resize factor for the
+    whole photo (so a crop of the photo is scaled as the whole photo would be: ``long1080`` shrinks a
+    12-megapixel photo by 0.27, which :class:`UploadStandIn`'s [0.5, 1] range never reaches) and its
+    codec through :func:`diff_jpeg` (WebP stood in for by JPEG 4:2:0).
+
+    The draw is widened a little so the optimisation does not fit one exact pipeline: the factor is
+    multiplied by U(1 - ``spread``, 1 + ``spread``) (at most 1 when the transform resizes), the
+    quality moves by an integer in [-10, +5]. Three draws are taken from ``gen`` on every call (the
+    transform, the factor, the quality), so the result is deterministic given the generator state.
+
+    Args:
+        suite: the upload suite.
+        size: ``(H, W)`` of the whole photo (the input may be a crop of it).
+        spread: relative spread of the resize factor.
+    """
+
+    def __init__(self, suite: UploadSuite, size: tuple[int, int], spread: float = 0.1) -> None:
+        if not 0.0 <= spread < 1.0:
+            raise InputError(f"spread must lie in [0, 1), got {spread}")
+        self.size = (int(size[0]), int(size[1]))
+        self.choices = (None, *suite.for_size(*self.size))
+        self.spread = float(spread)
+
+    def __call__(self, x: torch.Tensor, params: Mapping[str, float], gen: torch.Generator) -> torch.Tensor:
+        """One sampled stand-in of ``x`` ``[B,3,h,w]`` in [0,1] (a crop of the photo, or all of it)."""
+        dev = gen.device
+        i = int(torch.randint(0, len(self.choices), (), generator=gen, device=dev).item())
+        u = float(torch.rand((), generator=gen, device=dev).item())
+        dq = int(torch.randint(-10, 6, (), generator=gen, device=dev).item())
+        t = self.choices[i]
+        if t is None:
+            return x
+        f = t.factor(*self.size)
+        if f < 1.0:
+            f = min(1.0, f * (1.0 - self.spread + 2.0 * self.spread * u))
+            h, w = x.shape[-2:]
+            size = (max(1, round(h * f)), max(1, round(w * f)))
+            if size != (h, w):
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if t.codec == "none":
+            return x
+        return diff_jpeg(x, min(100, max(1, t.quality + dq)))

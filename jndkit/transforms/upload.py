@@ -97,6 +97,24 @@ class UploadTransform:
             return max(1, round(height * f)), self.long_side
         return height, width
 
+    def factor(self, height: int, width: int) -> float:
+        """The resize factor this transform applies to a ``height`` x ``width`` photo (1.0: none)."""
+        if self.scale is not None:
+            return float(self.scale)
+        if self.long_side is not None and max(height, width) > self.long_side:
+            return self.long_side / max(height, width)
+        return 1.0
+
+    def for_crop_of(self, height: int, width: int) -> UploadTransform:
+        """This transform as a crop of a ``height`` x ``width`` photo meets it: the resize becomes the
+        whole photo's factor (``long1080`` on a 4000-px photo scales every crop by 0.27), the codec is
+        unchanged. With crop corners on a 64-px grid the x0.5 / x0.75 resizes and the 8x8 (16x16 in
+        chroma) JPEG blocks of the crop fall where they fall in the whole photo; the long-side factors
+        are not on such a grid, so those agree only up to the resampling phase."""
+        f = self.factor(height, width)
+        return UploadTransform(self.name, scale=None if f == 1.0 else f, codec=self.codec, quality=self.quality,
+                               subsampling=self.subsampling)
+
     def _encode_pil(self, img: Image.Image) -> bytes:
         h, w = img.height, img.width
         oh, ow = self.output_size(h, w)
