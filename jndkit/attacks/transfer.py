@@ -175,6 +175,21 @@ def jnd_budget(model: str = "namm") -> Prepare:
     return prepare
 
 
+def fixed_budget(bound: torch.Tensor) -> Prepare:
+    """A ``prepare`` that hands the engine a budget computed beforehand: ``extras['bound'] = bound``.
+
+    For attacks on a crop of a photo: the budget is the *whole* photo's (``jnd_budget``'s formula on
+    the whole photo, then cropped), so the JND map's neighbourhoods at the crop's edges are the
+    photo's, not zero padding."""
+
+    def prepare(x0: torch.Tensor, params: Mapping[str, float]) -> dict[str, torch.Tensor]:
+        if bound.shape[-2:] != x0.shape[-2:]:
+            raise InputError(f"budget of shape {list(bound.shape)} for images of shape {list(x0.shape)}")
+        return {"bound": bound.to(x0).expand_as(x0)}
+
+    return prepare
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class ShieldParams(Params):
     """``shield``: the budget ``strength`` (multiple of the human JND map), the step ``alpha`` (share of

@@ -409,6 +409,8 @@ def protect_faces(
         InputError: bad arguments (unknown recogniser, strength <= 0, a bad image).
     """
     from ..attacks import get_method, run_attack
+    from ..attacks.transfer import fixed_budget
+    from ..perception import jnd_map
     from ..transforms import SuiteStandIn, get_suite
     from .victim import _default_detector
 
@@ -425,6 +427,8 @@ def protect_faces(
         return PanelProtection(image, [], None, False, False, [], [], time.perf_counter() - t0)
     h, w = image.shape[-2:]
     robust = [t.for_crop_of(h, w).apply for t in upload.for_size(h, w)] or None
+    with torch.no_grad():
+        jnd = jnd_map(image[None].clamp(0, 1), "namm")  # the whole photo's map, cropped below
     crops = face_regions(faces, members, w, h, alignments)
     x = image.clone()
     used: list[float | None] = [None] * len(faces)
@@ -437,8 +441,10 @@ def protect_faces(
         method = get_method("shield", strength=s, steps=float(steps), max_iter=steps, alpha=alpha,
                             grey=1.0 if grey else 0.0, ti_sigma=ti_sigma)
         method = dataclasses.replace(method, input_transform=SuiteStandIn(upload, (h, w)))
+        bound = torch.floor(jnd * s * 255.0 + 1e-6) / 255.0  # as jnd_budget, on the whole photo
         for c in todo:
             (x1, y1, x2, y2), idx = crops[c]
+            method = dataclasses.replace(method, prepare=fixed_budget(bound[..., y1:y2, x1:x2]))
             local = [shifted(faces[i], x1, y1) for i in idx]
             geometry = [[[g for f in local for g in m.geometry(f, x2 - x1, y2 - y1, alignments)] for m in members]]
             victim = FacePanelVictim(members, geometry, (y2 - y1, x2 - x1))
