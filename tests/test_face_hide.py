@@ -238,3 +238,165 @@ def test_face_protector_uses_face_parameters_unless_a_preset_is_named(detector: 
     assert paper.method.params["lr"] == 1e-4
     hvs = FaceProtector("dodge", method="hvs", detector=detector, net=net).method
     assert hvs.retry is not None and hvs.retry.max_tries == 3  # beta 1500 -> 1000 -> 500 -> 0
+
+
+# ------------------------------------------------------------------------------------ hiding inside the JND budget
+# (jndkit.face.hide, jndkit.face.judges, jndkit.face.hide_task; docs/face-hide.md)
+
+
+@pytest.fixture(scope="module")
+def dlib_mod() -> Any:
+    return pytest.importorskip("dlib")
+
+
+def _u8(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_found_is_the_over_rule_on_reported_detections() -> None:
+    from jndkit.face.judges import Detection, best_over, found
+
+    clean = (100.0, 100.0, 200.0, 200.0)
+    near = Detection((110.0, 105.0, 215.0, 210.0), 0.7, True)  # IoU 0.77
+    weak = Detection((110.0, 105.0, 215.0, 210.0), -0.3, False)  # same window, below the detector's threshold
+    far = Detection((300.0, 300.0, 400.0, 400.0), 2.0, True)
+    assert found(clean, [near]) and not found(clean, [weak]) and not found(clean, [far])
+    assert found(clean, [(140.0, 140.0, 180.0, 180.0)])  # plain box: IoU 0.16 but its centre is inside
+    assert not found(clean, [(150.0, 150.0, 400.0, 400.0)])  # IoU 0.036, centre (275, 275) outside
+    # the clean box is given at the photo's size and scaled to a resized photo
+    assert found(clean, [Detection((55.0, 52.0, 107.0, 105.0), 1.0, True)], scale=0.5)
+    assert best_over(clean, [weak, far]) is weak and best_over(clean, [far]) is None
+
+
+def test_held_out_judges_find_the_clean_faces_as_dlib_itself_does(
+    photo_paths: dict[str, Path], detector: Any, dlib_mod: Any
+) -> None:
+    """dlib's HOG detector through the judge (tensor in [0,1] -> 8 bits) gives the windows and scores of
+    dlib's own call on the decoded file (face_recognition's ``face_locations(img, 1)``), and finds the
+    MTCNN face of each test photo; the CNN judge agrees with dlib's own CNN call on obama's face region."""
+    from jndkit.face.judges import dlib_cnn, dlib_hog, find_mmod_model, found, held_out_faces
+
+    hog = dlib_mod.get_frontal_face_detector()
+    for name, path in photo_paths.items():
+        x = load_image(path).rgb
+        (face,) = detector.detect(x, min_prob=0.9)
+        dets = held_out_faces(x, dlib_hog(1))
+        own = [(r.left(), r.top(), r.right() + 1, r.bottom() + 1) for r in hog(_u8(path), 1)]
+        assert sorted(d.box for d in dets if d.found) == sorted(own), name
+        assert found(face.box, dets), name
+        assert max(d.score for d in dets if d.found) > 1.0, name  # clear faces: HOG scores 1.3-2.0
+    x = load_image(photo_paths["obama"]).rgb[:, 0:600, 230:730].contiguous()
+    cnn = dlib_mod.cnn_face_detection_model_v1(str(find_mmod_model()))
+    (ref,) = cnn(np.ascontiguousarray(_u8(photo_paths["obama"])[0:600, 230:730]), 0)
+    (got,) = held_out_faces(x, dlib_cnn(0))
+    assert got.box == (ref.rect.left(), ref.rect.top(), ref.rect.right() + 1, ref.rect.bottom() + 1)
+    assert got.score == pytest.approx(ref.confidence, abs=1e-6) and got.score > 0.9
+
+
+def test_crop_transforms_line_up_with_the_whole_photos(obama: torch.Tensor) -> None:
+    """A crop with corners on the 64-px grid, resized by x0.5 / x0.75 (Pillow Lanczos), equals the same
+    region of the resized whole photo away from the crop's edges (to 1 level; exactly so only when the
+    photo's sides scale exactly: otherwise Pillow's ratio drifts by up to a pixel over the photo);
+    long-side resizes become the photo's effective scale."""
+    from jndkit.face.hide import crop_transforms
+    from jndkit.transforms import parse_transform
+
+    h, w = obama.shape[-2:]
+    pairs = {t.name: c for t, c in crop_transforms("social", h, w)}
+    assert set(pairs) == {"jpeg95", "jpeg85", "jpeg75", "x0.5+jpeg85", "x0.75+jpeg85", "long1080+jpeg85", "webp80"}
+    assert pairs["long1080+jpeg85"].scale == pytest.approx(round(910 * 1080 / 1137) / 910)
+    assert pairs["jpeg85"].scale is None and pairs["x0.75+jpeg85"].scale == 0.75
+    x1, y1, x2, y2 = 128, 64, 768, 576
+    photo = obama[:, :1024, :896]  # sides on the grid too: Pillow resizes 1137 rows to 568, a ratio of 2.0018
+    for s in (0.5, 0.75):
+        whole = parse_transform(f"x{s}").apply(photo)
+        part = parse_transform(f"x{s}").apply(photo[:, y1:y2, x1:x2])
+        m = 8  # Lanczos reaches 3 output pixels past a crop edge
+        a = whole[:, int(y1 * s) + m : int(y2 * s) - m, int(x1 * s) + m : int(x2 * s) - m]
+        b = part[:, m:-m, m:-m]
+        assert a.shape == b.shape
+        assert float((a - b).abs().max()) <= 1 / 255 + 1e-6, s
+
+
+def test_a_photo_without_a_face_is_reported_and_left_unchanged(tmp_path: Path, detector: Any, dlib_mod: Any) -> None:
+    from skimage import data
+
+    from jndkit.face.hide import hide_faces
+    from jndkit.face.hide_task import HideTask
+    from jndkit.images import save_image
+    from jndkit.pipeline import protect_one
+
+    coffee = quantize(torch.from_numpy(data.coffee().copy()).permute(2, 0, 1).float() / 255.0)
+    assert detector.detect(coffee) == []
+    r = hide_faces(coffee, judges=None, detector=detector)
+    assert r.faces == [] and r.strength is None and not r.success and torch.equal(r.image, coffee)
+    src = tmp_path / "coffee.png"
+    save_image(coffee, src)
+    before = src.read_bytes()
+    rec = protect_one(HideTask(judges=("dlib_hog",)), src, tmp_path / "out" / "coffee.png")
+    assert rec.status == "no-face" and rec.output is None and "no face" in (rec.error or "")
+    assert not (tmp_path / "out" / "coffee.png").exists() and src.read_bytes() == before
+
+
+def test_jnd_bound_holds_on_the_saved_file(tmp_path: Path, obama: torch.Tensor, detector: Any) -> None:
+    """The saved PNG of a hidden attempt changes each value by at most floor(s * NAMM(photo) * 255) / 255
+    (the whole photo's map), changes only the attacked crop, and does change it."""
+    import torch.nn.functional as F
+
+    from jndkit.face.hide import hide_faces, jnd_bound
+    from jndkit.images import save_image
+    from jndkit.perception import jnd_map
+
+    x = quantize(F.interpolate(obama[None], scale_factor=0.5, mode="area")[0])
+    r = hide_faces(x, strengths=(0.75,), steps=6, rounds=1, suite="x0.75+jpeg85", judges=None, detector=detector)
+    assert len(r.faces) == 1 and r.strength == 0.75 and r.crop is not None
+    path = tmp_path / "hidden.png"
+    save_image(r.image, path)
+    saved = load_image(path).rgb
+    d = (saved - x).abs()
+    bound = torch.floor(jnd_map(x[None], "namm")[0] * 0.75 * 255.0 + 1e-6) / 255.0
+    torch.testing.assert_close(jnd_bound(x, 0.75), bound)
+    assert bool((d <= bound + 1e-6).all()), float((d - bound).max())
+    assert float(d.max()) >= 2 / 255  # it moved
+    x1, y1, x2, y2 = r.crop
+    assert x1 % 64 == 0 and y1 % 64 == 0
+    outside = d.clone()
+    outside[:, y1:y2, x1:x2] = 0
+    assert float(outside.max()) == 0.0
+    # the verdict lists the saved file and the one upload transform, with MTCNN's probability when found
+    assert [c["transform"] for c in r.mtcnn[0]["checks"]] == ["saved", "x0.75+jpeg85"]
+    assert all((c["prob"] is None) != c["found"] for c in r.mtcnn[0]["checks"])
+
+
+@pytest.mark.slow
+def test_a_hidden_result_is_rejudged_from_the_saved_file(tmp_path: Path, photo_paths: dict[str, Path],
+                                                         detector: Any, dlib_mod: Any) -> None:
+    """Outside the JND budget (4 x NAMM; inside it MTCNN is not hidden, docs/face-hide.md) the task hides
+    obama's face from MTCNN: the written file, read by a fresh stock facenet-pytorch MTCNN, has no face
+    over the clean box, nor after x0.75 + JPEG 85; the record holds the held-out detectors' verdicts."""
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
+    from jndkit.face.hide_task import HideTask
+    from jndkit.pipeline import protect_one
+    from jndkit.transforms import parse_transform
+
+    stock = MTCNN(keep_all=True, device="cpu").eval()
+    task = HideTask(strengths=(4.0,), rounds=2, suite="x0.75+jpeg85", judges=("dlib_hog",), require_held_out=False)
+    rec = protect_one(task, photo_paths["obama"], tmp_path / "out" / "obama.png")
+    assert rec.status == "protected", rec.to_json()
+    saved = Path(rec.output)
+    boxes, probs = stock.detect(_u8(photo_paths["obama"]))
+    clean_box = boxes[int(np.argmax(probs))]
+    for img in (_u8(saved), (parse_transform("x0.75+jpeg85").apply(load_image(saved).rgb) * 255).round()
+                .byte().permute(1, 2, 0).numpy()):
+        b, p = stock.detect(Image.fromarray(img))
+        scale = img.shape[1] / 910
+        assert b is None or not any(_over(tuple(clean_box * scale), bb) for bb in b)
+    (face,) = rec.faces
+    assert face["hidden"] and face["mtcnn"]["hidden"]
+    assert face["held_out"]["dlib_hog"]["clean_found"] is True
+    assert [c["transform"] for c in face["held_out"]["dlib_hog"]["checks"]] == ["saved", "x0.75+jpeg85"]
+    assert face["psnr"] is not None and face["psnr"] < 30.0  # 4 x NAMM is visible: said, not hidden

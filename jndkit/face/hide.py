@@ -90,8 +90,9 @@ def crop_transforms(suite: str, height: int, width: int) -> list[tuple[UploadTra
     resize of the photo is a plain scale of the crop)."""
     out = []
     for t in get_suite(suite).for_size(height, width):
-        ow = t.output_size(height, width)[1]
-        s = ow / width
+        # a scale applies to the crop as it is (the grid makes x0.5 and x0.75 of the crop whole pixels); a
+        # long-side resize is the photo's effective scale
+        s = t.scale if t.scale is not None else t.output_size(height, width)[1] / width
         crop_t = UploadTransform(t.name, scale=s if s < 1.0 else None, codec=t.codec, quality=t.quality,
                                  subsampling=t.subsampling)
         out.append((t, crop_t))
