@@ -392,7 +392,7 @@ def test_a_hidden_result_is_rejudged_from_the_saved_file(tmp_path: Path, photo_p
     clean_box = boxes[int(np.argmax(probs))]
     for img in (_u8(saved), (parse_transform("x0.75+jpeg85").apply(load_image(saved).rgb) * 255).round()
                 .byte().permute(1, 2, 0).numpy()):
-        b, p = stock.detect(Image.fromarray(img))
+        b, _ = stock.detect(Image.fromarray(img))
         scale = img.shape[1] / 910
         assert b is None or not any(_over(tuple(clean_box * scale), bb) for bb in b)
     (face,) = rec.faces
