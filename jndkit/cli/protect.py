@@ -54,8 +54,8 @@ def protect(
                                         help="face: folder of known people (one sub-folder or photo each)."),
     strength: str | None = typer.Option(None, "--strength",
                                         help="auto (default: invisible, then subtle for a photo invisible "
-                                             "cannot protect) | invisible (0.5x the NAMM human JND) | "
-                                             "subtle (0.75x) | strong (1x) "
+                                             "cannot protect; faces: strong) | invisible (0.5x the NAMM human "
+                                             "JND) | subtle (0.75x) | strong (1x) "
                                              "| a number: the perturbation budget of the protective method."),
     jnd: str | None = typer.Option(None, "--jnd", help="Human JND map of the budget: namm (default) | chou | "
                                                        "namm-colour | wu | colour-variance."),
@@ -269,7 +269,7 @@ def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None,
     from ..transforms import get_suite
 
     get_suite(upload or "social")
-    strengths = tuple(strength_ladder(strength, ("subtle", "strong"))) if strength is not None else PANEL_STRENGTHS
+    strengths = tuple(strength_ladder(strength, ("strong",))) if strength is not None else PANEL_STRENGTHS
     return FacePanelTask(recognisers=model, strengths=strengths, suite=upload or "social", seed=seed, fmt=fmt,
                          quality=quality)
 

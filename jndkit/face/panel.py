@@ -38,6 +38,7 @@ from .recognisers import Recogniser, parse_recognisers
 
 __all__ = [
     "DEFAULT_ALIGNMENTS",
+    "PANEL_STEPS",
     "PANEL_STRENGTHS",
     "REGION_GRID",
     "FacePanelGoal",
@@ -52,9 +53,17 @@ __all__ = [
 DEFAULT_ALIGNMENTS = 5
 """Alignments per face and member (the detector's own and 4 jittered ones)."""
 
-PANEL_STRENGTHS = (0.75, 1.0)
-"""``--strength`` ladder: multiples of the NAMM JND map tried in turn until the faces hold. 0.5 is
-left out: on obama's face crop, 40 steps at 0.75 against dlib alone reached only 0.62 (colour steps)."""
+PANEL_STRENGTHS = (1.0,)
+"""``--strength`` ladder: multiples of the NAMM JND map tried in turn until the faces hold. The default is
+the whole map (``strong``) alone: against the panel after the social suite, 0.75 protected 1 of 8
+benchmark faces (docs/face.md), and on obama.jpg 1.0 itself is at the edge (100 steps: dlib 0.597
+after WebP 80, FaceNet 1.012 after x0.5 + JPEG 85; biden.jpg: protected, dlib 0.68, FaceNet 1.12), so
+trying 0.75 first mostly costs one more attack. ``--strength subtle`` (0.75) asks for it."""
+
+PANEL_STEPS = 100
+"""Sign steps per strength. On obama.jpg at 1.0 x NAMM (5 alignments) 60 steps left dlib at 0.574 after
+WebP 80 and 100 steps at 0.597; alpha 0.05 with 100 steps did worse (0.561). The engine stops a crop as
+soon as it holds after every upload transform (biden.jpg: protected in 100.7 s, 2 cores, shared)."""
 
 
 def _match(faces: Sequence[Face], box: Sequence[float], scale: float) -> Face | None:
@@ -370,7 +379,7 @@ def protect_faces(
     goal: str = "dodge",
     targets: Sequence[torch.Tensor] | None = None,
     strengths: Sequence[float] = PANEL_STRENGTHS,
-    steps: int = 60,
+    steps: int = PANEL_STEPS,
     alpha: float = 0.1,
     grey: bool = False,
     ti_sigma: float = 0.0,

@@ -18,7 +18,15 @@ import torch
 
 from ..images import LoadedImage
 from ..pipeline import Attempt, ProgressFn, Record
-from .panel import DEFAULT_ALIGNMENTS, PANEL_STRENGTHS, PanelProtection, face_quality, protect_faces, verify_faces
+from .panel import (
+    DEFAULT_ALIGNMENTS,
+    PANEL_STEPS,
+    PANEL_STRENGTHS,
+    PanelProtection,
+    face_quality,
+    protect_faces,
+    verify_faces,
+)
 from .recognisers import parse_recognisers
 
 __all__ = ["FacePanelRecord", "FacePanelTask"]
@@ -42,7 +50,7 @@ class FacePanelTask:
     recognisers: str | None = None
     goal: str = "dodge"
     strengths: tuple[float, ...] = PANEL_STRENGTHS
-    steps: int = 60
+    steps: int = PANEL_STEPS
     suite: str = "social"
     alignments: int = DEFAULT_ALIGNMENTS
     min_prob: float = 0.9
