@@ -400,3 +400,23 @@ def test_a_hidden_result_is_rejudged_from_the_saved_file(tmp_path: Path, photo_p
     assert face["held_out"]["dlib_hog"]["clean_found"] is True
     assert [c["transform"] for c in face["held_out"]["dlib_hog"]["checks"]] == ["saved", "x0.75+jpeg85"]
     assert face["psnr"] is not None and face["psnr"] < 30.0  # 4 x NAMM is visible: said, not hidden
+
+
+def test_protect_goal_hide_routes_to_the_jnd_bounded_task(tmp_path: Path, photo_paths: dict[str, Path],
+                                                          dlib_mod: Any) -> None:
+    """``protect --task face --goal hide`` builds :class:`HideTask` (the ladder, or ``--strength``);
+    ``--research`` keeps dlib mode's least-change hide."""
+    from jndkit.cli.protect import _face_task
+    from jndkit.face.hide import HIDE_STRENGTHS
+    from jndkit.face.hide_task import HideTask
+    from jndkit.face.task import FaceTask
+
+    def task(research: bool, strength: str | None) -> Any:
+        return _face_task([photo_paths["obama"]], tmp_path / "o", "hide", None, None, None, None, 0, "png", 95, "none",
+                          None, research, None, None, strength)
+
+    t = task(False, None)
+    assert isinstance(t, HideTask) and t.strengths == HIDE_STRENGTHS == (0.5, 0.75, 1.0)
+    assert t.require_held_out and t.config_json()["judges"] == ["dlib_hog", "dlib_cnn"]
+    assert task(False, "4").strengths == (4.0,) and task(False, "subtle").strengths == (0.75,)
+    assert isinstance(task(True, None), FaceTask)
