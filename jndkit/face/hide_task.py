@@ -11,9 +11,10 @@ attacked) on the same images. The file takes its output name only when the verdi
 every held-out detector that finds it on the clean photo no longer find it, on the file and after every
 upload transform: a user asking to hide a face expects it hidden from face detectors in general, not
 from the one the attack used. Measured (docs/face-hide.md): within the JND budget (up to 1 x NAMM)
-MTCNN itself is not hidden on any test photo, and dlib's HOG detector still finds every face even at
-4 x NAMM (22-23 dB over the face), so with the default **nothing is written** for these photos; the
-record says which detector still finds which face after which transform, with its score.
+MTCNN itself is not hidden on any test photo measured, and dlib's HOG detector still finds obama's face
+even at 4 x NAMM (22.7 dB over the face), so with the default **nothing is written** for these photos
+within the budget; the record says which detector still finds which face after which transform, with
+its score.
 ``require_held_out=False`` (Python API) asks MTCNN only and still reports the held-out detectors.
 """
 
