@@ -19,7 +19,6 @@ from jndkit.errors import InputError
 from jndkit.images import decode_bytes, jpeg_roundtrip
 from jndkit.transforms import (
     SUITES,
-    SuiteStandIn,
     UploadStandIn,
     diff_jpeg,
     get_suite,
@@ -311,23 +310,21 @@ def test_long_side_transform_keeps_its_factor_on_a_crop() -> None:
     assert t.for_crop_of(900, 1000).scale is None  # small photos are not resized
 
 
-def test_suite_stand_in_draws_the_photos_own_transforms() -> None:
+def test_stand_in_for_a_large_photo_reaches_the_suites_smallest_factor() -> None:
     x = _tensor(_crop("chelsea")[:96, :96])
-    big = SuiteStandIn(get_suite("social"), (3000, 4000))
-    assert [t.name if t else None for t in big.choices] == [None, *SUITES["social"].names]
-    small = SuiteStandIn(get_suite("social"), (600, 800))
-    assert "long1080+jpeg85" not in [t.name for t in small.choices if t]
+    big = UploadStandIn.for_photo(get_suite("social"), (3000, 4000))
+    assert big.low == pytest.approx(0.27)  # long1080 of a 4000-px photo
+    assert UploadStandIn.for_photo(get_suite("social"), (600, 800)).low == 0.5  # x0.5 is the smallest
+    assert UploadStandIn.for_photo(get_suite("jpeg90"), (3000, 4000)).p_resize == 0.0
 
-    def run(s: SuiteStandIn, seed: int) -> list[torch.Tensor]:
+    def run(s: UploadStandIn, seed: int) -> list[torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
-        return [s(x, {}, gen) for _ in range(40)]
+        return [s(x, {"eot_p_resize": 1.0}, gen) for _ in range(40)]
 
     a, b = run(big, 3), run(big, 3)
     assert all(torch.equal(p, q) for p, q in zip(a, b))
-    sides = sorted({p.shape[-1] for p in a})
-    assert min(sides) <= round(96 * 0.27 * 1.1) and max(sides) == 96  # long1080 at the photo's factor, and unresized
-    assert all(p.shape[-1] >= round(96 * 0.45) for p in run(small, 3))  # x0.5 is the smallest for a small photo
-    assert any(p is x for p in a)  # the saved file itself is one of the draws
-    assert SuiteStandIn(get_suite("none"), (100, 100))(x, {}, torch.Generator()) is x
-    with pytest.raises(InputError, match="spread"):
-        SuiteStandIn(get_suite("social"), (10, 10), spread=1.5)
+    sides = [p.shape[-1] for p in a]
+    assert min(sides) < 0.4 * 96 and all(s >= round(0.27 * 96) for s in sides)
+    assert all(p.shape[-1] >= 48 for p in run(UploadStandIn(get_suite("social")), 3))
+    with pytest.raises(InputError, match="smallest resize factor"):
+        UploadStandIn(low=0.0)

@@ -402,9 +402,10 @@ def protect_faces(
     from scratch anyway); then ``verified`` is false.
 
     The attack is the ``shield`` method (:mod:`jndkit.attacks.transfer`) with ``steps`` sign steps of
-    ``alpha`` x the per-value budget, through :class:`~jndkit.transforms.SuiteStandIn` (EOT over the
-    suite at the whole photo's scale), and the engine keeps a crop going until its 8-bit result holds
-    after every real transform of the suite (``robust``, at the whole photo's scale; the geometry is
+    ``alpha`` x the per-value budget, through :meth:`~jndkit.transforms.UploadStandIn.for_photo` (EOT
+    with resize factors down to the suite's smallest for the whole photo), and the engine keeps a
+    crop going until its 8-bit result holds after every real transform of the suite (``robust``, at
+    the whole photo's scale; the geometry is
     the clean one, the final judge detects again). ``grey`` (achromatic steps, the classifier default)
     is off for faces: measured on obama's face crop (40 steps, 0.75 x NAMM, no EOT), dlib's distance
     reached 0.53 with grey steps and 0.62 with colour steps; against the panel at 1.0 x NAMM (with EOT),
@@ -420,7 +421,7 @@ def protect_faces(
     from ..attacks import get_method, run_attack
     from ..attacks.transfer import fixed_budget
     from ..perception import jnd_map
-    from ..transforms import SuiteStandIn, get_suite
+    from ..transforms import UploadStandIn, get_suite
     from .victim import _default_detector
 
     if image.ndim != 3 or image.shape[0] != 3:
@@ -449,7 +450,7 @@ def protect_faces(
     for k, s in enumerate(strengths):
         method = get_method("shield", strength=s, steps=float(steps), max_iter=steps, alpha=alpha,
                             grey=1.0 if grey else 0.0, ti_sigma=ti_sigma)
-        method = dataclasses.replace(method, input_transform=SuiteStandIn(upload, (h, w)))
+        method = dataclasses.replace(method, input_transform=UploadStandIn.for_photo(upload, (h, w)))
         bound = torch.floor(jnd * s * 255.0 + 1e-6) / 255.0  # as jnd_budget, on the whole photo
         for c in todo:
             (x1, y1, x2, y2), idx = crops[c]

@@ -17,14 +17,13 @@ differentiable stand-ins in :mod:`jndkit.transforms.standin`; every public name 
 from __future__ import annotations
 
 from .standin import GRAD_FLOOR as GRAD_FLOOR
-from .standin import SuiteStandIn, UploadStandIn, diff_jpeg, jpeg_quant_tables, random_resize
+from .standin import UploadStandIn, diff_jpeg, jpeg_quant_tables, random_resize
 from .upload import CODECS as CODECS
 from .upload import RESAMPLE as RESAMPLE
 from .upload import SUITES, UploadSuite, UploadTransform, get_suite, parse_transform
 
 __all__ = [
     "SUITES",
-    "SuiteStandIn",
     "UploadStandIn",
     "UploadSuite",
     "UploadTransform",
