@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,17 +86,10 @@ def jnd_bound(image: torch.Tensor, strength: float, model: str = "namm") -> torc
 
 def crop_transforms(suite: str, height: int, width: int) -> list[tuple[UploadTransform, UploadTransform]]:
     """Per transform of ``suite`` that applies to a ``height`` x ``width`` photo: the transform and its
-    counterpart for a crop of that photo (the same codec at the photo's effective scale: a long-side
-    resize of the photo is a plain scale of the crop)."""
-    out = []
-    for t in get_suite(suite).for_size(height, width):
-        # a scale applies to the crop as it is (the grid makes x0.5 and x0.75 of the crop whole pixels); a
-        # long-side resize is the photo's effective scale
-        s = t.scale if t.scale is not None else t.output_size(height, width)[1] / width
-        crop_t = UploadTransform(t.name, scale=s if s < 1.0 else None, codec=t.codec, quality=t.quality,
-                                 subsampling=t.subsampling)
-        out.append((t, crop_t))
-    return out
+    counterpart for a crop of that photo (:meth:`~jndkit.transforms.upload.UploadTransform.for_crop_of`:
+    the same codec at the photo's resize factor; a long-side resize of the photo is a plain scale of
+    the crop)."""
+    return [(t, t.for_crop_of(height, width)) for t in get_suite(suite).for_size(height, width)]
 
 
 class ScaledHideVictim(nn.Module):
@@ -254,15 +247,6 @@ class HideResult:
     seconds: float
 
 
-def _fixed_bound(bound: torch.Tensor) -> Callable[[torch.Tensor, Any], dict[str, torch.Tensor]]:
-    """The engine's ``prepare`` that hands it a budget computed beforehand (the whole photo's, cropped)."""
-
-    def prepare(x0: torch.Tensor, params: Any) -> dict[str, torch.Tensor]:
-        return {"bound": bound.to(x0)}
-
-    return prepare
-
-
 def _new_boxes(variants: list[tuple[str, float, torch.Tensor]], faces: Sequence[Face], verdict: list[dict[str, Any]],
                have: list[list[torch.Tensor]], det: FaceDetector) -> int:
     """Add to ``have`` (per face, boxes in photo pixels) the ONet boxes stock MTCNN tried over each face
@@ -319,6 +303,7 @@ def hide_faces(
         InputError: a bad image, strength, suite or judge name.
     """
     from ..attacks import get_method, run_attack
+    from ..attacks.transfer import fixed_budget
     from ..perception.jnd import JND_MODELS
     from .panel import face_quality
     from .victim import _default_detector
@@ -359,7 +344,7 @@ def hide_faces(
             victim = ScaledHideVictim(det, [torch.stack([b - offset for bs in have for b in bs])], x2 - x1, stages)
             method = get_method("shield", strength=s, steps=float(steps), max_iter=steps, alpha=alpha, grey=0.0,
                                 ti_sigma=0.0)
-            method = dataclasses.replace(method, prepare=_fixed_bound(bound[None, :, y1:y2, x1:x2]))
+            method = dataclasses.replace(method, prepare=fixed_budget(bound[None, :, y1:y2, x1:x2]))
             res = run_attack(method, victim, Hide(kappa=kappa), crop, seed=seed, robust=[c.apply for _, c in pairs])
             x = image.clone()
             x[:, y1:y2, x1:x2] = res.x_adv[0]
