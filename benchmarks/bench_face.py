@@ -338,6 +338,7 @@ def world(argv: list[str]) -> int:
                     "obama-crop,obama2-crop,obama3-crop,biden-crop")
     ap.add_argument("--strengths", default="0.75,1.0")
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--jnd", default="namm", help="human JND map of the budget (namm, chou, ...)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "face_world.jsonl"))
     ap.add_argument("--budget", type=float, default=1e9)
     args = ap.parse_args(argv)
@@ -396,12 +397,13 @@ def world(argv: list[str]) -> int:
                 return 0
             attacked, judge = WORLD_CONFIGS[cfg]
             x = samples[n]
-            p = protect_faces(x, attacked, strengths=strengths, steps=args.steps, suite="social", detector=det)
+            p = protect_faces(x, attacked, strengths=strengths, steps=args.steps, suite="social", detector=det,
+                              jnd=args.jnd)
             suite = list(get_suite("social").for_size(*x.shape[-2:]))
             row: dict[str, Any] = {"config": cfg, "sample": n, "attacked": attacked, "strength": p.strength,
                                    "attacked_protected_all_uploads": p.success, "engine": p.engine_success,
                                    "seconds": round(p.seconds, 1), "quality": p.quality[:1], "steps": args.steps,
-                                   "strengths": list(strengths)}
+                                   "strengths": list(strengths), "jnd": args.jnd}
             if judge in (None, "facenet_casia"):
                 chk = verify_faces(p.image, x, "facenet_casia", "social", detector=det, clean_faces=p.faces[:1])
                 row["facenet_casia"] = {c["transform"]: c["distance"] for c in chk[0]["checks"]} if chk else {}

@@ -194,12 +194,28 @@ def test_jpeg_output_uses_the_lossy_preset_and_the_saved_jpeg_fools_the_model(tm
         assert bool(goal.reached(mobilenet(load_image(saved).rgb[None]))[0])
 
 
-@pytest.mark.parametrize("opt", [["--background", "white"], ["--jnd", "chou"], ["--weights", "w.pt"]])
+@pytest.mark.parametrize("opt", [["--background", "white"], ["--weights", "w.pt"]])
 def test_options_that_do_not_apply_to_faces_are_errors(tmp_path, opt):
     src = _write_photo(tmp_path / "a.png")
     r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), *opt])
     assert r.exit_code == 2 and opt[0] in r.output and "--task face" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_face_budget_takes_a_jnd_model(tmp_path):
+    """``--jnd`` sets the face panel's budget map; an unknown one is refused before any photo."""
+    from jndkit.cli.protect import _face_task
+
+    src = _write_photo(tmp_path / "a.png")
+    task = _face_task([src], tmp_path / "direct", "dodge", None, None, None, None, 0, "png", 95, "none", None, False,
+                      None, None, None, "chou")
+    assert task.config_json()["jnd"] == "chou"
+    r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), "--jnd", "nope"])
+    assert r.exit_code == 2 and "JND model must be one of" in r.output, r.output
+    assert not (tmp_path / "o").exists()
+    r = runner.invoke(app, ["protect", "--task", "face", str(src), "-o", str(tmp_path / "o"), "--research",
+                            "--jnd", "chou"])
+    assert r.exit_code == 2 and "--jnd" in r.output
 
 
 @pytest.mark.parametrize("goal,named,hint", [("targeted:notaclass", "'notaclass'", "did you mean"),

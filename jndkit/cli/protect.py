@@ -110,7 +110,7 @@ def protect(
                 import_ray()
             if task == "face":
                 runner = _face_task(paths, output, goal or "dodge", gallery, method, preset, max_iter, seed,
-                                    fmt, quality, robust, kappa, research, model, upload, strength)
+                                    fmt, quality, robust, kappa, research, model, upload, strength, jnd)
             elif task == "detect":
                 runner = _detect_task(goal, method, preset, strength, upload, kappa, max_iter, fmt, quality, seed)
             elif task == "text":
@@ -151,7 +151,7 @@ NOTHING = {"no_face": "without a face", "no_detection": "without a detection of 
 
 TASK_OPTIONS: dict[str, set[str]] = {
     "classify": {"--model", "--weights", "--strength", "--jnd", "--upload", "--background", "--research", "--robust"},
-    "face": {"--gallery", "--robust", "--model", "--upload", "--strength", "--research"},
+    "face": {"--gallery", "--robust", "--model", "--upload", "--strength", "--jnd", "--research"},
     "detect": {"--strength", "--upload"},
     "text": {"--strength", "--upload"},
 }
@@ -229,7 +229,7 @@ def _classify_task(model: str | None, weights: Path | None, method: str | None, 
 def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None, method: str | None,
                preset: str | None, max_iter: int | None, seed: int, fmt: str, quality: int, robust: str,
                kappa: float | None, research: bool, model: str | None, upload: str | None,
-               strength: str | None) -> Task:
+               strength: str | None, jnd: str | None = None) -> Task:
     """Options -> a face task; settings checked before the models load.
 
     Dodging (the default) is protected against a panel of recognisers (``--model``, default every
@@ -244,9 +244,14 @@ def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None,
     single = {"--research": research or None, "--gallery": gallery, "--method": method, "--preset": preset,
               "--kappa": kappa, "--max-iter": max_iter, "--robust": None if robust == "none" else robust,
               "--goal " + goal: None if goal == "dodge" else goal}
-    panel = {"--model": model, "--upload": upload, "--strength": strength}
+    panel = {"--model": model, "--upload": upload, "--strength": strength, "--jnd": jnd}
     chosen_single = [k for k, v in single.items() if v is not None]
     chosen_panel = [k for k, v in panel.items() if v is not None]
+    if jnd is not None:
+        from ..perception.jnd import JND_MODELS
+
+        if jnd not in JND_MODELS:  # refused before check_face_run makes the output folder
+            raise InputError(f"JND model must be one of {', '.join(JND_MODELS)}, got {jnd!r}")
     check_face_run(list(paths), output, goal, fmt, quality, robust)
     if goal.lower() == "hide" and chosen_single == ["--goal " + goal] and model is None and upload is None:
         # hiding inside the JND budget after the social suite, judged by MTCNN and held-out detectors
@@ -264,14 +269,14 @@ def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None,
         protector = FaceProtector(goal, gallery, method or "ddn", preset, max_iter, seed, kappa=kappa)
         return FaceTask(protector, fmt, quality, robust)
     from ..attacks.transfer import strength_ladder
-    from ..face.panel import PANEL_STRENGTHS
+    from ..face.panel import PANEL_JND, PANEL_STRENGTHS
     from ..face.panel_task import FacePanelTask
     from ..transforms import get_suite
 
     get_suite(upload or "social")
     strengths = tuple(strength_ladder(strength, ("strong",))) if strength is not None else PANEL_STRENGTHS
     return FacePanelTask(recognisers=model, strengths=strengths, suite=upload or "social", seed=seed, fmt=fmt,
-                         quality=quality)
+                         quality=quality, jnd=jnd or PANEL_JND)
 
 
 def _run(task: Task, paths: list[Path], output: Path, resume: bool, as_json: bool, records: list[Record],

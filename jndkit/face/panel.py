@@ -38,6 +38,7 @@ from .recognisers import Recogniser, parse_recognisers
 
 __all__ = [
     "DEFAULT_ALIGNMENTS",
+    "PANEL_JND",
     "PANEL_STEPS",
     "PANEL_STRENGTHS",
     "REGION_GRID",
@@ -59,6 +60,9 @@ the whole map (``strong``) alone: against the panel after the social suite, 0.75
 benchmark faces (docs/face.md), and on obama.jpg 1.0 itself is at the edge (100 steps: dlib 0.597
 after WebP 80, FaceNet 1.012 after x0.5 + JPEG 85; biden.jpg: protected, dlib 0.68, FaceNet 1.12), so
 trying 0.75 first mostly costs one more attack. ``--strength subtle`` (0.75) asks for it."""
+
+PANEL_JND = "namm"
+"""Human JND map of the face budget (``--jnd``)."""
 
 PANEL_STEPS = 100
 """Sign steps per strength. On obama.jpg at 1.0 x NAMM (5 alignments) 60 steps left dlib at 0.574 after
@@ -390,6 +394,7 @@ def protect_faces(
     seed: int = 0,
     verify_last: bool = True,
     progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    jnd: str = PANEL_JND,
 ) -> PanelProtection:
     """Protect every face of ``image`` ``[3,H,W]`` (8-bit values in [0,1]) against a panel of recognisers.
 
@@ -438,7 +443,7 @@ def protect_faces(
     h, w = image.shape[-2:]
     robust = [t.for_crop_of(h, w).apply for t in upload.for_size(h, w)] or None
     with torch.no_grad():
-        jnd = jnd_map(image[None].clamp(0, 1), "namm")  # the whole photo's map, cropped below
+        jnd_whole = jnd_map(image[None].clamp(0, 1), jnd)  # the whole photo's map, cropped below
     crops = face_regions(faces, members, w, h, alignments)
     x = image.clone()
     used: list[float | None] = [None] * len(faces)
@@ -451,7 +456,7 @@ def protect_faces(
         method = get_method("shield", strength=s, steps=float(steps), max_iter=steps, alpha=alpha,
                             grey=1.0 if grey else 0.0, ti_sigma=ti_sigma)
         method = dataclasses.replace(method, input_transform=UploadStandIn.for_photo(upload, (h, w)))
-        bound = torch.floor(jnd * s * 255.0 + 1e-6) / 255.0  # as jnd_budget, on the whole photo
+        bound = torch.floor(jnd_whole * s * 255.0 + 1e-6) / 255.0  # as jnd_budget, on the whole photo
         for c in todo:
             (x1, y1, x2, y2), idx = crops[c]
             method = dataclasses.replace(method, prepare=fixed_budget(bound[..., y1:y2, x1:x2]))

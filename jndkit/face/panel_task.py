@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..images import LoadedImage
 from ..pipeline import Attempt, ProgressFn, Record
 from .panel import (
     DEFAULT_ALIGNMENTS,
+    PANEL_JND,
     PANEL_STEPS,
     PANEL_STRENGTHS,
     PanelProtection,
@@ -55,18 +57,24 @@ class FacePanelTask:
     alignments: int = DEFAULT_ALIGNMENTS
     min_prob: float = 0.9
     seed: int = 0
+    jnd: str = PANEL_JND
     fmt: str = "png"
     quality: int = 95
     name: str = "face"
 
     def __post_init__(self) -> None:
         self._members = parse_recognisers(self.recognisers)  # fails early on an unknown name
+        from ..perception.jnd import JND_MODELS
+
+        if self.jnd not in JND_MODELS:
+            raise InputError(f"JND model must be one of {', '.join(JND_MODELS)}, got {self.jnd!r}")
 
     def config_json(self) -> dict[str, Any]:
         return {"task": "face", "goal": self.goal, "recognisers": [m.name for m in self._members],
                 "thresholds": {m.name: m.threshold for m in self._members},
                 "kappa": {m.name: m.kappa for m in self._members}, "strengths": list(self.strengths),
-                "steps": self.steps, "suite": self.suite, "alignments": self.alignments, "min_prob": self.min_prob,
+                "steps": self.steps, "suite": self.suite, "alignments": self.alignments, "jnd": self.jnd,
+                "min_prob": self.min_prob,
                 "seed": self.seed, "format": self.fmt, "quality": self.quality}
 
     def new_record(self, src: Path) -> FacePanelRecord:
@@ -76,7 +84,7 @@ class FacePanelTask:
         # the last strength is judged by :meth:`judge` on the re-read file, not twice
         p = protect_faces(image.rgb, self._members, goal=self.goal, strengths=self.strengths, steps=self.steps,
                           suite=self.suite, alignments=self.alignments, min_prob=self.min_prob, seed=self.seed,
-                          verify_last=False, progress=progress)
+                          verify_last=False, progress=progress, jnd=self.jnd)
         if not p.faces:
             return Attempt(None, status="no-face",
                            reason=f"no face detected (MTCNN probability >= {self.min_prob:g}); nothing written")
