@@ -261,7 +261,7 @@ def _face_task(paths: list[Path], output: Path, goal: str, gallery: Path | None,
         from ..face.hide_task import HideTask
 
         hs = tuple(strength_ladder(strength, ("invisible", "subtle", "strong"))) if strength else HIDE_STRENGTHS
-        return HideTask(strengths=hs, seed=seed, fmt=fmt, quality=quality)
+        return HideTask(strengths=hs, seed=seed, fmt=fmt, quality=quality, jnd=jnd or "namm")
     if chosen_single:
         if chosen_panel:
             raise InputError(f"{', '.join(chosen_panel)} set the recogniser panel of face dodging; "
