@@ -40,11 +40,9 @@ OUT = ROOT / "benchmarks" / "results" / "face_hide_jnd.jsonl"
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    from jndkit.bench.records import cpu_model
+
+    cpu = cpu_model()
     import dlib
     import PIL
 

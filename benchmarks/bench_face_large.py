@@ -45,11 +45,9 @@ JNDKIT = str(Path(sys.executable).parent / "jndkit")
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    from jndkit.bench.records import cpu_model
+
+    cpu = cpu_model()
     import torch
 
     return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version(),

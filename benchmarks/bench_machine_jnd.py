@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from jndkit.bench.records import cpu_model
 from jndkit.machine_jnd import (
     CPU_CONFIG,
     SHIPPED_PHOTOS,
@@ -44,16 +45,6 @@ from jndkit.machine_jnd import (
 from jndkit.victims import load_victim
 
 VICTIMS = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary(ev: dict[str, Any]) -> dict[str, Any]:

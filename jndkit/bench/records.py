@@ -131,16 +131,20 @@ def write_transfer_csv(matrix: dict[tuple[str, str, str, str], dict[tuple[str, s
                 w.writerow([method, preset, goal, robust, a, b, repr(v)])
 
 
-def machine_info() -> dict[str, str]:
-    """Versions and machine, for the benchmark record."""
-    cpu = platform.processor() or ""
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` where that is missing)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    """Versions and machine, for the benchmark record."""
+    cpu = cpu_model()
     import torchvision
 
     from .. import __version__
