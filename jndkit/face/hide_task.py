@@ -32,6 +32,7 @@ from ..pipeline import Attempt, ProgressFn, Record
 from .hide import HIDE_STRENGTHS, HideResult, hide_faces, judge_held_out, judge_hidden
 from .judges import HELD_OUT, load_judges
 from .panel import face_quality
+from .panel_task import face_attempt
 
 __all__ = ["HideRecord", "HideTask"]
 
@@ -80,12 +81,7 @@ class HideTask:
         r = hide_faces(image.rgb, self.strengths, self.steps, self.suite, self.seed, jnd=self.jnd,
                        judges=self._judges, require_held_out=self.require_held_out, rounds=self.rounds,
                        min_prob=self.min_prob)
-        if not r.faces:
-            return Attempt(None, status="no-face",
-                           reason=f"no face detected (MTCNN probability >= {self.min_prob:g}); nothing written")
-        record.success_engine = r.engine_success
-        record.strength = r.strength
-        return Attempt(r.image, alpha=image.alpha, state=r)
+        return face_attempt(image, record, r, self.min_prob)
 
     def judge(self, attempt: Attempt, clean: torch.Tensor, saved: torch.Tensor, record: Record) -> bool:
         """MTCNN and the held-out detectors, from scratch, on the re-read file and after every upload transform."""

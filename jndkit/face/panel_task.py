@@ -31,7 +31,20 @@ from .panel import (
 )
 from .recognisers import parse_recognisers
 
-__all__ = ["FacePanelRecord", "FacePanelTask"]
+__all__ = ["FacePanelRecord", "FacePanelTask", "face_attempt"]
+
+
+def face_attempt(image: LoadedImage, record: Record, result: Any, min_prob: float) -> Attempt:
+    """The pipeline's :class:`~jndkit.pipeline.Attempt` for a face result (``faces``, ``image``,
+    ``engine_success``, ``strength``; the panel's or the hide's): a photo without a face is ``no-face``
+    and nothing is written; otherwise the engine's fields go into ``record`` and ``result`` is the
+    attempt's state for ``judge``."""
+    if not result.faces:
+        return Attempt(None, status="no-face",
+                       reason=f"no face detected (MTCNN probability >= {min_prob:g}); nothing written")
+    record.success_engine = result.engine_success
+    record.strength = result.strength
+    return Attempt(result.image, alpha=image.alpha, state=result)
 
 
 @dataclass
@@ -85,12 +98,7 @@ class FacePanelTask:
         p = protect_faces(image.rgb, self._members, goal=self.goal, strengths=self.strengths, steps=self.steps,
                           suite=self.suite, alignments=self.alignments, min_prob=self.min_prob, seed=self.seed,
                           verify_last=False, progress=progress, jnd=self.jnd)
-        if not p.faces:
-            return Attempt(None, status="no-face",
-                           reason=f"no face detected (MTCNN probability >= {self.min_prob:g}); nothing written")
-        record.success_engine = p.engine_success
-        record.strength = p.strength
-        return Attempt(p.image, alpha=image.alpha, state=p)
+        return face_attempt(image, record, p, self.min_prob)
 
     def judge(self, attempt: Attempt, clean: torch.Tensor, saved: torch.Tensor, record: Record) -> bool:
         """Every face, every recogniser, the saved file and every upload transform, from scratch."""
