@@ -54,7 +54,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from jndkit.bench.records import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -73,16 +75,6 @@ UPLOAD = "x0.75+jpeg85"
 THRESHOLDS = {"dlib": 0.6, "facenet_casia": 1.02, "dlib_bin": 0.6}
 FEATURE_LAYER = {"dlib": "units.6", "facenet_casia": "net.repeat_1"}
 """The middle block whose activations the ``feat`` term pushes away from the clean ones."""
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +197,7 @@ def attack_window(xw: torch.Tensor, bound: torch.Tensor, rec: Any, geometry: lis
     stand_in = UploadStandIn(get_suite("social"))
     net = rec.net
     x0 = xw[None]
-    h, w = xw.shape[-2:]
+    w = xw.shape[-1]
     with torch.no_grad():
         ref = net(rec.crops(xw, geometry))  # [A,D] clean embedding per alignment
     delta = torch.zeros_like(x0)
@@ -429,7 +421,7 @@ def table(path: str) -> str:
         n = len(rs)
         held = "facenet_casia" if sur == "dlib" else "dlib"
 
-        def cell(j: str) -> str:
+        def cell(j: str, rs: list[dict[str, Any]] = rs, n: int = n) -> str:
             f = sum(dodged(r["distances"][j]["saved"], j) for r in rs)
             u = sum(dodged(r["distances"][j][UPLOAD], j) for r in rs)
             ds = [r["distances"][j][UPLOAD] for r in rs if r["distances"][j][UPLOAD] is not None]
